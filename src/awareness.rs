@@ -1,0 +1,298 @@
+//! Awareness (presence) state of one document, with the exact semantics of y-protocols'
+//! `applyAwarenessUpdate`, which is what the provider runs on its side.
+//!
+//! yrs ships an `Awareness` too, but it treats a first entry with clock 0 as an addition, while
+//! y-protocols ignores it; the provider's very first awareness frame (clock 0, state `{}`) must
+//! not be echoed, so we keep our own small table. Pure code: time is passed in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::protocol::lib0::{Lib0Error, Reader, Writer};
+
+/// One `(clientId, clock, state JSON)` entry of an encoded awareness update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub client_id: u64,
+    pub clock: u64,
+    pub state: &'a str,
+}
+
+/// Why an awareness payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwarenessError {
+    #[error("malformed awareness update: {0}")]
+    Malformed(#[from] Lib0Error),
+    #[error("awareness state of client {0} is not JSON")]
+    NotJson(u64),
+    #[error("awareness update lists {0} clients, more than the limit")]
+    TooManyClients(u64),
+}
+
+/// Most clients one update may carry; a provider sends one, a server replay sends all of a
+/// document's, so this only stops absurd counts.
+const MAX_ENTRIES_PER_UPDATE: u64 = 10_000;
+
+/// Decodes an awareness update and checks every state is JSON (the provider would throw on a
+/// non-JSON state, so relaying one would break every other client of the document).
+pub fn decode_update(bytes: &[u8]) -> Result<Vec<Entry<'_>>, AwarenessError> {
+    let mut r = Reader::new(bytes);
+    let n = r.read_var_uint()?;
+    if n > MAX_ENTRIES_PER_UPDATE {
+        return Err(AwarenessError::TooManyClients(n));
+    }
+    let mut entries = Vec::with_capacity(n.min(64) as usize);
+    for _ in 0..n {
+        let client_id = r.read_var_uint()?;
+        let clock = r.read_var_uint()?;
+        let state = r.read_var_string()?;
+        if serde_json::from_str::<serde::de::IgnoredAny>(state).is_err() {
+            return Err(AwarenessError::NotJson(client_id));
+        }
+        entries.push(Entry {
+            client_id,
+            clock,
+            state,
+        });
+    }
+    Ok(entries)
+}
+
+#[derive(Debug, Clone)]
+struct ClientMeta {
+    clock: u64,
+    /// `None` once the client was removed; the clock is kept so stale re-sends are ignored.
+    state: Option<Arc<str>>,
+    last_updated_ms: u64,
+}
+
+/// What an applied update changed; every id listed here is broadcast.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<u64>,
+    pub updated: Vec<u64>,
+    pub removed: Vec<u64>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.updated.is_empty() && self.removed.is_empty()
+    }
+
+    pub fn all(&self) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(self.added.len() + self.updated.len() + self.removed.len());
+        ids.extend_from_slice(&self.added);
+        ids.extend_from_slice(&self.updated);
+        ids.extend_from_slice(&self.removed);
+        ids
+    }
+}
+
+/// The awareness table of one document.
+#[derive(Debug, Default)]
+pub struct AwarenessTable {
+    clients: HashMap<u64, ClientMeta>,
+}
+
+fn is_null(state: &str) -> bool {
+    state.trim() == "null"
+}
+
+impl AwarenessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of clients with a live (non-null) state.
+    pub fn live_count(&self) -> usize {
+        self.clients.values().filter(|m| m.state.is_some()).count()
+    }
+
+    /// Applies decoded entries exactly like y-protocols `applyAwarenessUpdate` on a server (which
+    /// has no local state of its own).
+    pub fn apply(&mut self, entries: &[Entry<'_>], now_ms: u64) -> Changes {
+        let mut changes = Changes::default();
+        for entry in entries {
+            let null = is_null(entry.state);
+            let meta = self.clients.get(&entry.client_id);
+            let curr_clock = meta.map_or(0, |m| m.clock);
+            let has_state = meta.is_some_and(|m| m.state.is_some());
+            let accept = curr_clock < entry.clock || (curr_clock == entry.clock && null && has_state);
+            if !accept {
+                continue;
+            }
+            let known = meta.is_some();
+            let state: Option<Arc<str>> = if null { None } else { Some(Arc::from(entry.state)) };
+            self.clients.insert(
+                entry.client_id,
+                ClientMeta {
+                    clock: entry.clock,
+                    state,
+                    last_updated_ms: now_ms,
+                },
+            );
+            match (known, null) {
+                (false, false) => changes.added.push(entry.client_id),
+                (true, true) => changes.removed.push(entry.client_id),
+                (_, false) => changes.updated.push(entry.client_id),
+                // An unknown client announcing its own removal: recorded, nothing to tell.
+                (false, true) => {}
+            }
+        }
+        changes
+    }
+
+    /// Marks clients as gone (their connection closed): clock + 1 and a null state, as the
+    /// y-protocols `removeAwarenessStates` does. Returns the ids that had a live state.
+    pub fn remove(&mut self, ids: impl IntoIterator<Item = u64>, now_ms: u64) -> Vec<u64> {
+        let mut removed = Vec::new();
+        for id in ids {
+            if let Some(meta) = self.clients.get_mut(&id)
+                && meta.state.is_some()
+            {
+                meta.state = None;
+                meta.clock += 1;
+                meta.last_updated_ms = now_ms;
+                removed.push(id);
+            }
+        }
+        removed
+    }
+
+    /// Removes states not renewed for `timeout_ms` (y-protocols' outdated check; providers renew
+    /// every 15 s, so 30 s means the client is gone without having said so).
+    pub fn expire(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<u64> {
+        let stale: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, m)| m.state.is_some() && now_ms.saturating_sub(m.last_updated_ms) >= timeout_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &stale {
+            if let Some(meta) = self.clients.get_mut(id) {
+                meta.state = None;
+            }
+        }
+        stale
+    }
+
+    /// Forgets removed clients older than `timeout_ms`, so the table does not grow forever with
+    /// every client that ever connected.
+    pub fn prune_removed(&mut self, now_ms: u64, timeout_ms: u64) {
+        self.clients
+            .retain(|_, m| m.state.is_some() || now_ms.saturating_sub(m.last_updated_ms) < timeout_ms);
+    }
+
+    /// Encodes the given clients (removed ones as `null`); unknown ids are skipped.
+    pub fn encode(&self, ids: &[u64]) -> Vec<u8> {
+        let known: Vec<(u64, &ClientMeta)> = ids
+            .iter()
+            .filter_map(|id| self.clients.get(id).map(|m| (*id, m)))
+            .collect();
+        let mut w = Writer::with_capacity(8 + known.len() * 32);
+        w.write_var_uint(known.len() as u64);
+        for (id, meta) in known {
+            w.write_var_uint(id).write_var_uint(meta.clock);
+            w.write_var_string(meta.state.as_deref().unwrap_or("null"));
+        }
+        w.into_vec()
+    }
+
+    /// Encodes every live state, or `None` when there is none (nothing to send a newcomer).
+    pub fn encode_live(&self) -> Option<Vec<u8>> {
+        let mut ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, m)| m.state.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
+        ids.sort_unstable();
+        Some(self.encode(&ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(entries: &[(u64, u64, &str)]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.write_var_uint(entries.len() as u64);
+        for (id, clock, state) in entries {
+            w.write_var_uint(*id).write_var_uint(*clock).write_var_string(state);
+        }
+        w.into_vec()
+    }
+
+    #[test]
+    fn first_clock_zero_state_is_ignored_like_y_protocols() {
+        let bytes = update(&[(3_846_846_611, 0, "{}")]);
+        let mut table = AwarenessTable::new();
+        let changes = table.apply(&decode_update(&bytes).unwrap(), 0);
+        assert!(changes.is_empty());
+        assert_eq!(table.encode_live(), None);
+    }
+
+    #[test]
+    fn renewal_is_an_update_and_reencodes_byte_for_byte() {
+        let alice = update(&[(3_846_846_611, 1, "{\"user\":{\"name\":\"alice\"}}")]);
+        let mut table = AwarenessTable::new();
+        let changes = table.apply(&decode_update(&alice).unwrap(), 0);
+        assert_eq!(changes.added, vec![3_846_846_611]);
+        assert_eq!(table.encode(&changes.all()), alice);
+        // Same clock again: ignored. Higher clock: an update even with the same state.
+        assert!(table.apply(&decode_update(&alice).unwrap(), 1).is_empty());
+        let renewed = update(&[(3_846_846_611, 2, "{\"user\":{\"name\":\"alice\"}}")]);
+        let changes = table.apply(&decode_update(&renewed).unwrap(), 2);
+        assert_eq!(changes.updated, vec![3_846_846_611]);
+    }
+
+    #[test]
+    fn null_state_removes_and_same_clock_null_is_accepted() {
+        let mut table = AwarenessTable::new();
+        table.apply(&decode_update(&update(&[(7, 3, "{\"a\":1}")])).unwrap(), 0);
+        let changes = table.apply(&decode_update(&update(&[(7, 3, "null")])).unwrap(), 1);
+        assert_eq!(changes.removed, vec![7]);
+        assert_eq!(table.live_count(), 0);
+        assert_eq!(table.encode(&[7]), update(&[(7, 3, "null")]));
+    }
+
+    #[test]
+    fn remove_bumps_the_clock_and_encodes_null() {
+        let mut table = AwarenessTable::new();
+        table.apply(&decode_update(&update(&[(9, 4, "{}")])).unwrap(), 0);
+        assert_eq!(table.remove([9, 10], 5), vec![9]);
+        assert_eq!(table.encode(&[9]), update(&[(9, 5, "null")]));
+        // A late re-send of the old state must not resurrect it.
+        assert!(table.apply(&decode_update(&update(&[(9, 4, "{}")])).unwrap(), 6).is_empty());
+    }
+
+    #[test]
+    fn stale_states_expire() {
+        let mut table = AwarenessTable::new();
+        table.apply(&decode_update(&update(&[(1, 1, "{}"), (2, 1, "{}")])).unwrap(), 0);
+        table.apply(&decode_update(&update(&[(2, 2, "{}")])).unwrap(), 20_000);
+        assert_eq!(table.expire(30_000, 30_000), vec![1]);
+        assert_eq!(table.live_count(), 1);
+        table.prune_removed(100_000, 30_000);
+        assert_eq!(table.encode(&[1]), update(&[]));
+    }
+
+    #[test]
+    fn bad_payloads_are_errors() {
+        assert!(matches!(decode_update(&[1, 1]), Err(AwarenessError::Malformed(_))));
+        assert_eq!(
+            decode_update(&update(&[(1, 1, "{nope")])),
+            Err(AwarenessError::NotJson(1))
+        );
+        let mut w = Writer::new();
+        w.write_var_uint(1 << 40);
+        assert!(matches!(
+            decode_update(&w.into_vec()),
+            Err(AwarenessError::TooManyClients(_))
+        ));
+    }
+}
