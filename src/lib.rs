@@ -1,4 +1,18 @@
 //! zedi-sync: a Hocuspocus-compatible Yjs sync daemon built from actix actors.
+//!
+//! Layout, from the wire inwards:
+//! - [`protocol`]: frame encode/decode, pure functions;
+//! - [`awareness`]: the y-protocols awareness table, pure;
+//! - [`session`]: one actor per WebSocket;
+//! - [`document`]: one actor per open document, owning its `yrs::Doc`;
+//! - [`registry`]: name → document actor, race-free against unloading;
+//! - [`persistence`]: group commit of updates into a [`store::Store`];
+//! - [`http`]: the WebSocket upgrade, `/health`, `/metrics`;
+//! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
 pub mod awareness;
+pub mod config;
+pub mod metrics;
+pub mod persistence;
 pub mod protocol;
+pub mod store;

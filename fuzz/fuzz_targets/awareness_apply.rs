@@ -1,0 +1,74 @@
+//! Awareness updates applied to one `AwarenessTable`, as a server would.
+//!
+//! Input: if it is a Hocuspocus Awareness frame (the seed corpus holds captured frames), its
+//! payload is one update; otherwise the input is a sequence of lib0 `varBytes`, each one
+//! awareness update (the seed corpus also holds each scenario's awareness payloads in this
+//! form). Between updates the clock advances and expiry / pruning / removal run.
+//!
+//! Properties: nothing panics; every encoding the table produces (the broadcast of a change,
+//! the replay for a newcomer) decodes again with `decode_update`, and the replay lists exactly
+//! the live clients.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use zedi_sync::awareness::{AwarenessTable, decode_update};
+use zedi_sync::protocol::lib0::Reader;
+use zedi_sync::protocol::{Message, Packet, decode};
+
+fn updates(data: &[u8]) -> Vec<&[u8]> {
+    if let Ok(Packet::Message {
+        message: Message::Awareness(payload),
+        ..
+    }) = decode(data)
+    {
+        return vec![payload];
+    }
+    let mut r = Reader::new(data);
+    let mut out = Vec::new();
+    while let Ok(chunk) = r.read_var_bytes() {
+        out.push(chunk);
+        if r.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+fn check_encoding(bytes: &[u8], expected_len: usize) {
+    let entries = decode_update(bytes).expect("the table's own encoding decodes");
+    assert_eq!(entries.len(), expected_len);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut table = AwarenessTable::new();
+    let mut now_ms = 0u64;
+    for (i, update) in updates(data).into_iter().enumerate() {
+        now_ms += 7_000;
+        let Ok(entries) = decode_update(update) else { continue };
+        let changes = table.apply(&entries, now_ms);
+        let ids = changes.all();
+        let broadcast = table.encode(&ids);
+        check_encoding(&broadcast, ids.len());
+        // A client new to the table keeps the highest clock this update gave it (y-protocols
+        // accepts only a higher clock, or the same clock with a null state).
+        for id in &changes.added {
+            let max_clock = entries.iter().filter(|e| e.client_id == *id).map(|e| e.clock).max();
+            let got = decode_update(&table.encode(&[*id])).unwrap();
+            assert_eq!(Some(got[0].clock), max_clock, "client {id}");
+        }
+        // Exercise the connection-closed and timeout paths too.
+        if i % 3 == 2 {
+            let first: Vec<u64> = entries.iter().map(|e| e.client_id).take(1).collect();
+            let removed = table.remove(first, now_ms);
+            check_encoding(&table.encode(&removed), removed.len());
+        }
+        let expired = table.expire(now_ms, 30_000);
+        check_encoding(&table.encode(&expired), expired.len());
+        table.prune_removed(now_ms, 60_000);
+    }
+    match table.encode_live() {
+        Some(live) => check_encoding(&live, table.live_count()),
+        None => assert_eq!(table.live_count(), 0),
+    }
+});

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fuzzes the pure protocol code (frame decoder, awareness table) with cargo-fuzz / libFuzzer.
+#
+#   fuzz/run.sh [seconds]      each target runs for `seconds` (default 60)
+#
+# Targets: frame_decode, awareness_apply (fuzz/fuzz_targets/). The seed corpus is written from the
+# captured frames in tests/fixtures/ by fuzz/seed_corpus.py; libFuzzer adds what it finds to
+# fuzz/corpus/<target>/ (gitignored). A crash leaves its input in fuzz/artifacts/<target>/;
+# replay it with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>`.
+# Builds go to fuzz/target (gitignored), never to the main target dir.
+set -euo pipefail
+
+seconds="${1:-60}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+# cargo-fuzz passes nightly-only flags to rustc (-Zsanitizer=address, sancov passes). These
+# machines have a single stable toolchain and no other can be fetched, so RUSTC_BOOTSTRAP=1 lets
+# the stable compiler accept those flags (the sanitizer runtimes ship with stable rust-std). It is
+# set for the fuzz build only; the project's own build and tests never use it.
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+python3 fuzz/seed_corpus.py
+
+status=0
+for target in frame_decode awareness_apply; do
+    echo "== fuzzing $target for ${seconds}s"
+    if ! cargo fuzz run "$target" -- -max_total_time="$seconds" -max_len=65536 -print_final_stats=1; then
+        echo "!! $target failed: see fuzz/artifacts/$target/" >&2
+        status=1
+    fi
+done
+exit "$status"

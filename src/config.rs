@@ -1,0 +1,341 @@
+//! Settings: `config/default.toml` (compiled in) ← `--config FILE` ← the task definition's env
+//! names ← `ZEDI__SECTION__KEY`. Unknown keys are errors, so a typo cannot silently fall back
+//! to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The defaults, compiled in so the binary works from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Env names used by the existing ECS task definition, mapped onto our keys.
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("PORT", "server.port"),
+    ("DATABASE_URL", "store.database_url"),
+    ("REDIS_URL", "cluster.redis_url"),
+    ("JWT_SECRET", "auth.jwt_secret"),
+    ("COGNITO_USER_POOL_ID", "auth.cognito_user_pool_id"),
+    ("COGNITO_REGION", "auth.cognito_region"),
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub documents: DocumentSettings,
+    pub auth: AuthSettings,
+    pub cluster: ClusterSettings,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub node_id: String,
+    pub workers: usize,
+    pub document_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Embedded,
+    Memory,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub path: PathBuf,
+    pub database_url: String,
+    pub max_batch: usize,
+    pub max_pending_writes: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub compact_after_updates: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentSettings {
+    pub unload_grace_ms: u64,
+    pub awareness_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub jwt_secret: String,
+    pub cognito_user_pool_id: String,
+    pub cognito_region: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_document_name_bytes: usize,
+    pub max_documents_per_connection: usize,
+    pub max_preauth_messages: usize,
+    pub max_preauth_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub idle_ms: u64,
+    pub ping_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads the layers from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Loads the layers with an explicit environment (tests pass their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        for (name, key) in LEGACY_ENV {
+            if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
+                builder = builder.set_override(*key, value.as_str())?;
+            }
+        }
+        // `ZEDI__SECTION__KEY` comes last so it wins over the task-definition names.
+        for (name, value) in &env {
+            if let Some(rest) = name.strip_prefix("ZEDI__") {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                builder = builder.set_override(key, value.as_str())?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot; each error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.host.trim().is_empty() {
+            return Err(invalid("server.host", "must not be empty"));
+        }
+        if self.server.host.parse::<std::net::IpAddr>().is_err() && self.server.host != "localhost" {
+            return Err(invalid("server.host", "must be an IP address or localhost"));
+        }
+        if self.store.kind == StoreKind::Postgres || !self.store.database_url.is_empty() {
+            return Err(invalid(
+                "store.database_url",
+                "the PostgreSQL store is not in this build yet; unset DATABASE_URL / store.database_url \
+                 and use store.kind = \"embedded\"",
+            ));
+        }
+        if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must name a file for the embedded store"));
+        }
+        if self.store.max_batch == 0 {
+            return Err(invalid("store.max_batch", "must be at least 1"));
+        }
+        if self.store.max_pending_writes < self.store.max_batch {
+            return Err(invalid("store.max_pending_writes", "must be at least store.max_batch"));
+        }
+        if self.store.retry_initial_ms == 0 || self.store.retry_max_ms < self.store.retry_initial_ms {
+            return Err(invalid(
+                "store.retry_max_ms",
+                "retry_initial_ms must be > 0 and retry_max_ms >= retry_initial_ms",
+            ));
+        }
+        if self.store.compact_after_updates == 0 {
+            return Err(invalid("store.compact_after_updates", "must be at least 1"));
+        }
+        if !self.cluster.redis_url.is_empty() {
+            return Err(invalid(
+                "cluster.redis_url",
+                "clustering through Redis is not in this build yet; unset REDIS_URL / cluster.redis_url",
+            ));
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
+        }
+        if self.limits.max_document_name_bytes == 0 {
+            return Err(invalid("limits.max_document_name_bytes", "must be at least 1"));
+        }
+        if self.limits.max_documents_per_connection == 0 {
+            return Err(invalid("limits.max_documents_per_connection", "must be at least 1"));
+        }
+        if self.timeouts.ping_interval_ms == 0 || self.timeouts.ping_interval_ms >= self.timeouts.idle_ms {
+            return Err(invalid(
+                "timeouts.ping_interval_ms",
+                "must be > 0 and shorter than timeouts.idle_ms",
+            ));
+        }
+        if self.documents.awareness_timeout_ms < 1000 {
+            return Err(invalid("documents.awareness_timeout_ms", "must be at least 1000"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", "is not a valid tracing filter"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML with every secret replaced, for `check-config`.
+    pub fn redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        redact(&mut copy.auth.jwt_secret);
+        copy.store.database_url = redact_url(&copy.store.database_url);
+        copy.cluster.redis_url = redact_url(&copy.cluster.redis_url);
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn redact(secret: &mut String) {
+    if !secret.is_empty() {
+        *secret = "<redacted>".to_string();
+    }
+}
+
+/// Hides the password of `scheme://user:password@host`, keeping the rest readable.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return if url.is_empty() { String::new() } else { "<redacted>".into() };
+    };
+    let rest = &url[scheme_end + 3..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:<redacted>@{}", &url[..scheme_end], user, &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_issue() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.port, 1234);
+        assert_eq!(s.server.host, "0.0.0.0");
+        assert_eq!(s.store.kind, StoreKind::Embedded);
+        assert_eq!(s.auth.mode, AuthMode::Off);
+    }
+
+    #[test]
+    fn env_layers_override_in_order() {
+        let s = Settings::load_from(None, env(&[("PORT", "4000")])).unwrap();
+        assert_eq!(s.server.port, 4000);
+        let s = Settings::load_from(
+            None,
+            env(&[("PORT", "4000"), ("ZEDI__SERVER__PORT", "5000"), ("ZEDI__LIMITS__MAX_FRAME_BYTES", "65536")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.port, 5000);
+        assert_eq!(s.limits.max_frame_bytes, 65536);
+    }
+
+    #[test]
+    fn file_layer_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.toml");
+        std::fs::write(&path, "[server]\nport = 9999\n[log]\nformat = \"json\"\n").unwrap();
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.server.port, 9999);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.server.host, "0.0.0.0", "untouched keys keep defaults");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Settings::load_from(None, env(&[("ZEDI__SERVER__PORT", "notaport")])).unwrap_err();
+        assert!(err.to_string().contains("server.port"), "{err}");
+        let err = Settings::load_from(None, env(&[("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("timeouts.ping_interval_ms"), "{err}");
+        let err = Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u:p@h/db")])).unwrap_err();
+        assert!(err.to_string().contains("store.database_url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.toml");
+        std::fs::write(&path, "[server]\nprot = 1\n").unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Settings::load_from(None, env(&[("JWT_SECRET", "hunter2")])).unwrap();
+        let shown = s.redacted_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("<redacted>"));
+        assert_eq!(redact_url("redis://:tok@h:6379"), "redis://:<redacted>@h:6379");
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
+    }
+}

@@ -1,0 +1,96 @@
+//! Where documents live between restarts.
+//!
+//! Every store has the same shape, chosen so a PostgreSQL store (append-only log + fenced
+//! snapshot) fits beside the embedded one:
+//! - `append` writes a *batch* of updates, possibly for many documents, in one transaction: the
+//!   group committer ([`crate::persistence`]) relies on it to pay one fsync for many keystrokes;
+//! - `load` returns the snapshot plus every logged update after it;
+//! - `compact` folds a document's log into its snapshot and deletes what it folded, in one
+//!   transaction, refusing a fencing token older than the one stored with the snapshot.
+//!
+//! The fold happens *inside* the store transaction from what the store holds, not from a
+//! caller's in-memory copy, so compaction can never delete a logged update it did not include
+//! (other nodes append to the same log once clustering lands).
+
+mod fold;
+mod memory;
+mod sqlite;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+pub use fold::fold_updates;
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store I/O failed: {0}")]
+    Backend(String),
+    #[error("fencing token {offered} is older than the stored token {stored}")]
+    Fenced { offered: u64, stored: u64 },
+    #[error("stored data of `{name}` is corrupt: {reason}")]
+    Corrupt { name: String, reason: String },
+}
+
+impl StoreError {
+    /// Bounded metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Backend(_) => "backend",
+            StoreError::Fenced { .. } => "fenced",
+            StoreError::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+/// One update to append to a document's log.
+#[derive(Debug, Clone)]
+pub struct AppendItem {
+    pub name: std::sync::Arc<str>,
+    /// A Yjs v1 update exactly as applied.
+    pub update: bytes::Bytes,
+}
+
+/// What `load` returns: apply `snapshot` first, then `updates` in order.
+#[derive(Debug, Default, Clone)]
+pub struct StoredDocument {
+    /// Yjs v1 state update of everything folded so far.
+    pub snapshot: Option<Vec<u8>>,
+    /// Log entries after the snapshot, oldest first.
+    pub updates: Vec<Vec<u8>>,
+    /// Fencing token of the last snapshot write (0 when never compacted).
+    pub fence: u64,
+}
+
+/// Outcome of a compaction, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactOutcome {
+    pub folded_updates: u64,
+    pub snapshot_bytes: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short name for logs, metrics and `/health` ("embedded", "memory", "postgres").
+    fn kind(&self) -> &'static str;
+
+    async fn load(&self, name: &str) -> Result<StoredDocument, StoreError>;
+
+    /// Writes every item in one transaction; returns only once it is durable.
+    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError>;
+
+    /// Number of log entries of `name` not yet folded into its snapshot.
+    async fn log_len(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Folds the log of `name` into its snapshot. Refused with [`StoreError::Fenced`] when
+    /// `fence` is older than the token stored with the snapshot.
+    async fn compact(&self, name: &str, fence: u64) -> Result<CompactOutcome, StoreError>;
+
+    /// A fencing token newer than any handed out for `name` before. A single node takes its own
+    /// from the store; cluster nodes will take theirs from the Redis lease instead.
+    async fn next_fence(&self, name: &str) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod contract;

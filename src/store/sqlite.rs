@@ -1,0 +1,269 @@
+//! The embedded store: one SQLite file, so a laptop needs no services.
+//!
+//! WAL journal with `synchronous = FULL`: a commit is fsynced before `append` returns, which is
+//! what lets us acknowledge an update as durable. One connection behind a mutex, used from
+//! tokio's blocking pool; group commit upstream keeps the number of transactions low.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates};
+
+/// Schema versions, applied in order; `PRAGMA user_version` records the last one applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: snapshot per document + append-only update log + issued fencing tokens.
+    "CREATE TABLE snapshots (
+         name TEXT PRIMARY KEY,
+         state BLOB NOT NULL,
+         state_vector BLOB NOT NULL,
+         fence INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL
+     );
+     CREATE TABLE updates (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         name TEXT NOT NULL,
+         data BLOB NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE INDEX updates_by_name ON updates (name, seq);
+     CREATE TABLE fences (
+         name TEXT PRIMARY KEY,
+         issued INTEGER NOT NULL
+     );",
+];
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        migrate(&conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool, so SQLite's fsyncs never stall an
+    /// async worker thread.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(backend)? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn load(&self, name: &str) -> Result<StoredDocument, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let (snapshot, fence) = tx
+                .query_row(
+                    "SELECT state, fence FROM snapshots WHERE name = ?1",
+                    params![name],
+                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .map_err(backend)?
+                .map_or((None, 0), |(s, f)| (Some(s), f as u64));
+            let mut stmt = tx
+                .prepare_cached("SELECT data FROM updates WHERE name = ?1 ORDER BY seq")
+                .map_err(backend)?;
+            let updates = stmt
+                .query_map(params![name], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            drop(stmt);
+            tx.commit().map_err(backend)?;
+            Ok(StoredDocument {
+                snapshot,
+                updates,
+                fence,
+            })
+        })
+        .await
+    }
+
+    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError> {
+        let batch = batch.to_vec();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("INSERT INTO updates (name, data, created_at) VALUES (?1, ?2, ?3)")
+                    .map_err(backend)?;
+                let now = now_ms();
+                for item in &batch {
+                    stmt.execute(params![&*item.name, &item.update[..], now])
+                        .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn log_len(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            conn.query_row("SELECT count(*) FROM updates WHERE name = ?1", params![name], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn compact(&self, name: &str, fence: u64) -> Result<CompactOutcome, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let stored = tx
+                .query_row(
+                    "SELECT state, fence FROM snapshots WHERE name = ?1",
+                    params![name],
+                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            let stored_fence = stored.as_ref().map_or(0, |(_, f)| *f as u64);
+            if fence < stored_fence {
+                return Err(StoreError::Fenced {
+                    offered: fence,
+                    stored: stored_fence,
+                });
+            }
+            let mut stmt = tx
+                .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 ORDER BY seq")
+                .map_err(backend)?;
+            let log: Vec<(i64, Vec<u8>)> = stmt
+                .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            drop(stmt);
+            let last_seq = log.last().map_or(0, |(seq, _)| *seq);
+            let folded = fold_updates(
+                stored.as_ref().map(|(s, _)| s.as_slice()),
+                log.iter().map(|(_, d)| d.as_slice()),
+            )
+            .map_err(|reason| StoreError::Corrupt {
+                name: name.clone(),
+                reason,
+            })?;
+            let state_vector = state_vector_of(&folded);
+            tx.execute(
+                "INSERT INTO snapshots (name, state, state_vector, fence, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET state = excluded.state,
+                     state_vector = excluded.state_vector, fence = excluded.fence,
+                     updated_at = excluded.updated_at",
+                params![name, folded, state_vector, fence as i64, now_ms()],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM updates WHERE name = ?1 AND seq <= ?2",
+                params![name, last_seq],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(CompactOutcome {
+                folded_updates: log.len() as u64,
+                snapshot_bytes: folded.len() as u64,
+            })
+        })
+        .await
+    }
+
+    async fn next_fence(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let stored: i64 = tx
+                .query_row("SELECT fence FROM snapshots WHERE name = ?1", params![name], |r| r.get(0))
+                .optional()
+                .map_err(backend)?
+                .unwrap_or(0);
+            let issued: i64 = tx
+                .query_row("SELECT issued FROM fences WHERE name = ?1", params![name], |r| r.get(0))
+                .optional()
+                .map_err(backend)?
+                .unwrap_or(0);
+            let next = issued.max(stored) + 1;
+            tx.execute(
+                "INSERT INTO fences (name, issued) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET issued = excluded.issued",
+                params![name, next],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(next as u64)
+        })
+        .await
+    }
+}
+
+/// The encoded state vector of a folded state, stored beside it so a peer's diff can later be
+/// computed without decoding the whole snapshot.
+fn state_vector_of(state: &[u8]) -> Vec<u8> {
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    yrs::Update::decode_v1(state)
+        .map(|u| u.state_vector().encode_v1())
+        .unwrap_or_default()
+}
