@@ -4,15 +4,22 @@
 //! - [`protocol`]: frame encode/decode, pure functions;
 //! - [`awareness`]: the y-protocols awareness table, pure;
 //! - [`session`]: one actor per WebSocket;
-//! - [`document`]: one actor per open document, owning its `yrs::Doc`;
+//! - [`document`]: one actor per open document, owning its `yrs::Doc` (rules in `DocumentState`);
 //! - [`registry`]: name → document actor, race-free against unloading;
 //! - [`persistence`]: group commit of updates into a [`store::Store`];
+//! - [`auth`]: who may open which document;
 //! - [`http`]: the WebSocket upgrade, `/health`, `/metrics`;
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
+pub mod auth;
 pub mod awareness;
 pub mod config;
+pub mod document;
+pub mod http;
 pub mod metrics;
 pub mod persistence;
 pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod session;
 pub mod store;

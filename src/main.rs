@@ -1,1 +1,70 @@
-fn main() {}
+//! The binary edge: command line, logging, and the actix system. Errors become `anyhow` here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zedi_sync::config::{LogFormat, Settings};
+
+#[derive(Parser)]
+#[command(name = "zedi-sync", version, about = "Hocuspocus-compatible Yjs sync daemon")]
+struct Cli {
+    /// TOML file layered over the built-in config/default.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Print the effective configuration (secrets redacted) and exit non-zero if it is invalid.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zedi-sync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            print!("{}", settings.redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run => match run(settings) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("zedi-sync: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    init_logging(&settings);
+    let system = actix_web::rt::System::new();
+    system.block_on(zedi_sync::server::run(settings))?;
+    Ok(())
+}

@@ -99,6 +99,15 @@ impl Persistence {
         })
     }
 
+    /// Completes once every update queued before the call is durable (used at shutdown).
+    pub async fn flush(&self) {
+        let permit = Arc::clone(&self.permits).acquire_owned().await;
+        if let Ok(permit) = permit {
+            let rx = Reservation { permit, tx: self.tx.clone() }.submit(None);
+            let _ = rx.await;
+        }
+    }
+
     /// True while writes are failing and being retried.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
@@ -138,6 +147,10 @@ impl Writer {
             for request in batch.drain(..) {
                 let _ = request.done.send(());
             }
+            // Permits return as the requests drop above, so this is the depth still waiting.
+            self.metrics
+                .store_pending_writes
+                .set((self.config.max_pending_writes - self.permits.available_permits()) as i64);
         }
         tracing::debug!("group committer stopped: every sender is gone");
     }

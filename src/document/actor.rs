@@ -1,0 +1,491 @@
+//! The document actor. All access to a document goes through its mailbox, which gives every
+//! connection's frames a total order without locks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::{ConnKey, DocError, DocumentState};
+use crate::metrics::Metrics;
+use crate::persistence::Persistence;
+use crate::protocol::{Message, SyncMessage, encode_body, prepend_address};
+use crate::registry::{Registry, Unregister};
+use crate::session::{CloseSocket, Outbound};
+use crate::store::AppendItem;
+
+/// Document-actor tunables, from `[documents]` and `[store]`.
+#[derive(Debug, Clone)]
+pub struct DocumentConfig {
+    pub unload_grace: Duration,
+    pub awareness_timeout: Duration,
+    pub compact_after_updates: u64,
+}
+
+/// A session attaches to this document. Answered `Err` when the actor is unloading: the
+/// session then asks the registry again, which by then starts a fresh actor.
+#[derive(Message)]
+#[rtype(result = "Result<(), JoinError>")]
+pub struct Join {
+    pub key: ConnKey,
+    pub outbox: Recipient<Outbound>,
+    pub control: Recipient<CloseSocket>,
+    pub read_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("document is unloading")]
+    Unloading,
+    #[error("document could not be loaded")]
+    Unavailable,
+}
+
+/// What a session forwards for one attachment, in the order it received it.
+#[derive(Debug)]
+pub enum SessionInput {
+    SyncStep1(Bytes),
+    /// A SyncStep2 or an Update: both are Yjs updates to apply and acknowledge.
+    Update(Bytes),
+    Awareness(Bytes),
+    QueryAwareness,
+    Stateless(String),
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromSession {
+    pub key: ConnKey,
+    pub input: SessionInput,
+}
+
+/// The attachment ends (CLOSE from the provider, or the socket went away).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub key: ConnKey,
+}
+
+struct Conn {
+    outbox: Recipient<Outbound>,
+    control: Recipient<CloseSocket>,
+    read_only: bool,
+    /// Awareness client ids this attachment introduced, removed when it leaves.
+    awareness_ids: HashSet<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Loading,
+    Ready,
+    /// Told the registry it is going; every new Join is bounced.
+    Unloading,
+}
+
+pub struct DocumentActor {
+    name: Arc<str>,
+    id: u64,
+    state: DocumentState,
+    conns: HashMap<ConnKey, Conn>,
+    phase: Phase,
+    persistence: Persistence,
+    registry: Addr<Registry>,
+    metrics: Arc<Metrics>,
+    config: DocumentConfig,
+    /// Updates handed to persistence and not yet durable.
+    inflight: usize,
+    /// Log entries written since the last compaction (an estimate that starts from `load`).
+    log_len: u64,
+    fence: u64,
+    unload_timer: Option<SpawnHandle>,
+    compacting: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl DocumentActor {
+    pub fn new(
+        name: Arc<str>,
+        id: u64,
+        persistence: Persistence,
+        registry: Addr<Registry>,
+        metrics: Arc<Metrics>,
+        config: DocumentConfig,
+    ) -> Self {
+        DocumentActor {
+            name,
+            id,
+            state: DocumentState::new(),
+            conns: HashMap::new(),
+            phase: Phase::Loading,
+            persistence,
+            registry,
+            metrics,
+            config,
+            inflight: 0,
+            log_len: 0,
+            fence: 0,
+            unload_timer: None,
+            compacting: false,
+        }
+    }
+
+    /// Sends one message to every attachment (optionally but one). The body is encoded once;
+    /// only the address differs between attachments, and nearly all share the plain name.
+    fn broadcast(&self, message: &Message<'_>, except: Option<&ConnKey>) {
+        let body = encode_body(message);
+        let ty = message.message_type();
+        let mut framed: HashMap<&str, Bytes> = HashMap::new();
+        for (key, conn) in &self.conns {
+            if except == Some(key) {
+                continue;
+            }
+            let frame = framed
+                .entry(&key.address)
+                .or_insert_with(|| Bytes::from(prepend_address(&key.address, &body)))
+                .clone();
+            conn.outbox.do_send(Outbound { frame, ty });
+        }
+    }
+
+    fn send_to(&self, key: &ConnKey, message: &Message<'_>) {
+        if let Some(conn) = self.conns.get(key) {
+            let frame = Bytes::from(prepend_address(&key.address, &encode_body(message)));
+            conn.outbox.do_send(Outbound {
+                frame,
+                ty: message.message_type(),
+            });
+        }
+    }
+
+    /// A protocol error of one attachment closes that socket (4205, as Hocuspocus does for an
+    /// error while handling a message); the document and everyone else carry on.
+    fn reject(&mut self, key: &ConnKey, error: &DocError) {
+        self.metrics.protocol_error(error.kind());
+        tracing::warn!(document = %self.name, session = key.session, %error, "closing connection after bad input");
+        if let Some(conn) = self.conns.get(key) {
+            conn.control.do_send(CloseSocket {
+                code: 4205,
+                reason: format!("{error}"),
+            });
+        }
+        self.detach(key);
+    }
+
+    fn handle_update(&mut self, key: ConnKey, update: Bytes, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conns.get(&key) else { return };
+        if conn.read_only {
+            // Hocuspocus acks what is already known (the handshake) and refuses the rest.
+            let known = match self.state.contains_update(&update) {
+                Ok(known) => known,
+                Err(e) => return self.reject(&key, &e),
+            };
+            self.send_to(&key, &Message::SyncStatus(known));
+            return;
+        }
+        // Reserve room in the write queue *before* applying, so a full queue refuses the
+        // update instead of applying something that might not become durable.
+        let reservation = match self.persistence.try_reserve() {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics.writes_refused_total.inc();
+                tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
+                self.send_to(&key, &Message::SyncStatus(false));
+                return;
+            }
+        };
+        let started = Instant::now();
+        let applied = match self.state.apply_update(&update) {
+            Ok(applied) => applied,
+            Err(DocError::Poisoned) => {
+                self.metrics.protocol_error(DocError::Poisoned.kind());
+                tracing::error!(document = %self.name, session = key.session, "update broke the document; reloading from the store");
+                self.close_all("document reloaded after a bad update");
+                ctx.stop();
+                return;
+            }
+            Err(e) => return self.reject(&key, &e),
+        };
+        self.metrics.update_apply_seconds.observe(started.elapsed().as_secs_f64());
+        if let Some(changes) = &applied.broadcast {
+            self.broadcast(&Message::Sync(SyncMessage::Update(changes)), None);
+        }
+        let item = applied.store.then(|| AppendItem {
+            name: Arc::clone(&self.name),
+            update,
+        });
+        if item.is_some() {
+            self.log_len += 1;
+        }
+        self.inflight += 1;
+        let durable = reservation.submit(item);
+        ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+            act.inflight -= 1;
+            // The writer never gives up, so an error here means it is gone (shutdown): the
+            // update is not known durable, and the client is told so.
+            act.send_to(&key, &Message::SyncStatus(result.is_ok()));
+            act.maybe_compact(ctx);
+            act.maybe_schedule_unload(ctx);
+        }));
+    }
+
+    fn handle_awareness(&mut self, key: ConnKey, payload: &[u8]) {
+        let entries = match crate::awareness::decode_update(payload) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.metrics.protocol_error("bad_awareness");
+                tracing::warn!(document = %self.name, session = key.session, error = %e, "closing connection after bad awareness");
+                if let Some(conn) = self.conns.get(&key) {
+                    conn.control.do_send(CloseSocket { code: 4205, reason: e.to_string() });
+                }
+                self.detach(&key);
+                return;
+            }
+        };
+        let changes = self.state.awareness.apply(&entries, now_ms());
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.awareness_ids.extend(changes.added.iter().chain(changes.updated.iter()));
+        }
+        let encoded = self.state.awareness.encode(&changes.all());
+        // Including the sender: the echo is what keeps the provider's 30 s watchdog quiet.
+        self.broadcast(&Message::Awareness(&encoded), None);
+    }
+
+    /// Removes an attachment and what it introduced into awareness.
+    fn detach(&mut self, key: &ConnKey) {
+        let Some(conn) = self.conns.remove(key) else { return };
+        let removed = self.state.awareness.remove(conn.awareness_ids, now_ms());
+        if !removed.is_empty() {
+            let encoded = self.state.awareness.encode(&removed);
+            self.broadcast(&Message::Awareness(&encoded), None);
+        }
+    }
+
+    fn close_all(&mut self, reason: &str) {
+        for conn in self.conns.values() {
+            conn.control.do_send(CloseSocket {
+                code: 4205,
+                reason: reason.to_string(),
+            });
+        }
+        self.conns.clear();
+    }
+
+    fn maybe_compact(&mut self, ctx: &mut Context<Self>) {
+        if self.compacting || self.log_len < self.config.compact_after_updates || self.inflight > 0 {
+            return;
+        }
+        self.compacting = true;
+        let store = Arc::clone(self.persistence.store());
+        let name = Arc::clone(&self.name);
+        let fence = self.fence;
+        let metrics = Arc::clone(&self.metrics);
+        ctx.spawn(
+            async move {
+                let started = Instant::now();
+                let result = store.compact(&name, fence).await;
+                metrics
+                    .store_seconds
+                    .with_label_values(&["compact"])
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            }
+            .into_actor(self)
+            .map(|result, act, _| {
+                act.compacting = false;
+                match result {
+                    Ok(outcome) => {
+                        act.log_len = act.log_len.saturating_sub(outcome.folded_updates);
+                        tracing::debug!(document = %act.name, folded = outcome.folded_updates, bytes = outcome.snapshot_bytes, "compacted");
+                    }
+                    Err(error) => {
+                        act.metrics
+                            .store_errors_total
+                            .with_label_values(&["compact", error.kind()])
+                            .inc();
+                        tracing::warn!(document = %act.name, %error, "compaction failed; the log is kept");
+                    }
+                }
+            }),
+        );
+    }
+
+    fn maybe_schedule_unload(&mut self, ctx: &mut Context<Self>) {
+        if !self.conns.is_empty() || self.phase != Phase::Ready || self.unload_timer.is_some() {
+            return;
+        }
+        let handle = ctx.run_later(self.config.unload_grace, |act, ctx| {
+            act.unload_timer = None;
+            act.try_unload(ctx);
+        });
+        self.unload_timer = Some(handle);
+    }
+
+    fn cancel_unload(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.unload_timer.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    /// Unloads once nobody is attached and every accepted update is durable.
+    fn try_unload(&mut self, ctx: &mut Context<Self>) {
+        if !self.conns.is_empty() || self.phase != Phase::Ready {
+            return;
+        }
+        if self.inflight > 0 || self.compacting {
+            // Writes still in flight: look again shortly rather than leave without them.
+            let handle = ctx.run_later(Duration::from_millis(50), |act, ctx| {
+                act.unload_timer = None;
+                act.try_unload(ctx);
+            });
+            self.unload_timer = Some(handle);
+            return;
+        }
+        self.phase = Phase::Unloading;
+        self.registry.do_send(Unregister {
+            name: Arc::clone(&self.name),
+            id: self.id,
+        });
+        ctx.stop();
+    }
+}
+
+impl Actor for DocumentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.metrics.documents_open.inc();
+        self.metrics.documents_loaded_total.inc();
+        let store = Arc::clone(self.persistence.store());
+        let name = Arc::clone(&self.name);
+        let metrics = Arc::clone(&self.metrics);
+        // `wait` holds the mailbox until the document is loaded, so no Join or update is seen
+        // by a half-built document.
+        ctx.wait(
+            async move {
+                let started = Instant::now();
+                let stored = store.load(&name).await;
+                metrics
+                    .store_seconds
+                    .with_label_values(&["load"])
+                    .observe(started.elapsed().as_secs_f64());
+                let fence = store.next_fence(&name).await;
+                (stored, fence)
+            }
+            .into_actor(self)
+            .map(|(stored, fence), act, ctx| match (stored, fence) {
+                (Ok(stored), Ok(fence)) => {
+                    let (state, skipped) = DocumentState::restore(&stored);
+                    if skipped > 0 {
+                        act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
+                        tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
+                    }
+                    act.state = state;
+                    act.log_len = stored.updates.len() as u64;
+                    act.fence = fence;
+                    act.phase = Phase::Ready;
+                    let timeout = act.config.awareness_timeout;
+                    ctx.run_interval(Duration::from_millis((timeout.as_millis() as u64 / 10).max(100)), move |act, _| {
+                        let now = now_ms();
+                        let expired = act.state.awareness.expire(now, timeout.as_millis() as u64);
+                        if !expired.is_empty() {
+                            let encoded = act.state.awareness.encode(&expired);
+                            act.broadcast(&Message::Awareness(&encoded), None);
+                        }
+                        act.state.awareness.prune_removed(now, timeout.as_millis() as u64 * 2);
+                    });
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    act.metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
+                    tracing::error!(document = %act.name, %error, "cannot load document");
+                    act.phase = Phase::Unloading;
+                    act.registry.do_send(Unregister { name: Arc::clone(&act.name), id: act.id });
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.documents_open.dec();
+        self.metrics.documents_unloaded_total.inc();
+        tracing::debug!(document = %self.name, "document unloaded");
+    }
+}
+
+impl Handler<Join> for DocumentActor {
+    type Result = Result<(), JoinError>;
+
+    fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
+        match self.phase {
+            Phase::Ready => {}
+            Phase::Unloading => return Err(JoinError::Unloading),
+            Phase::Loading => return Err(JoinError::Unavailable),
+        }
+        self.cancel_unload(ctx);
+        let key = join.key;
+        self.conns.insert(
+            key.clone(),
+            Conn {
+                outbox: join.outbox,
+                control: join.control,
+                read_only: join.read_only,
+                awareness_ids: HashSet::new(),
+            },
+        );
+        if let Some(states) = self.state.awareness.encode_live() {
+            self.send_to(&key, &Message::Awareness(&states));
+        }
+        Ok(())
+    }
+}
+
+impl Handler<FromSession> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromSession, ctx: &mut Self::Context) {
+        if !self.conns.contains_key(&msg.key) {
+            return; // detached meanwhile (closed after an error): drop what was in flight
+        }
+        let key = msg.key;
+        match msg.input {
+            SessionInput::SyncStep1(sv) => match self.state.sync_step1_reply(&sv) {
+                Ok((server_sv, diff)) => {
+                    self.send_to(&key, &Message::Sync(SyncMessage::Step1(&server_sv)));
+                    self.send_to(&key, &Message::Sync(SyncMessage::Step2(&diff)));
+                }
+                Err(e) => self.reject(&key, &e),
+            },
+            SessionInput::Update(update) => self.handle_update(key, update, ctx),
+            SessionInput::Awareness(payload) => self.handle_awareness(key, &payload),
+            SessionInput::QueryAwareness => {
+                let states = self.state.awareness.encode_live().unwrap_or_else(|| vec![0]);
+                self.send_to(&key, &Message::Awareness(&states));
+            }
+            SessionInput::Stateless(payload) => {
+                self.broadcast(&Message::Stateless(&payload), Some(&key));
+            }
+        }
+        // An error above may have detached the last attachment.
+        self.maybe_schedule_unload(ctx);
+    }
+}
+
+impl Handler<Leave> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        self.detach(&msg.key);
+        self.maybe_schedule_unload(ctx);
+    }
+}
+

@@ -1,0 +1,240 @@
+//! The content of one document and the sync rules applied to it, free of actors and sockets
+//! (the y-sweet shape): the actor decides *when*, this decides *what*.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::awareness::AwarenessTable;
+use crate::store::StoredDocument;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocError {
+    #[error("undecodable state vector")]
+    BadStateVector,
+    #[error("undecodable Yjs update: {0}")]
+    BadUpdate(String),
+    /// yrs panicked while integrating: the in-memory document can no longer be trusted and must
+    /// be reloaded from the store (which never saw the offending update).
+    #[error("Yjs update could not be integrated; document must be reloaded")]
+    Poisoned,
+}
+
+impl DocError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DocError::BadStateVector => "bad_state_vector",
+            DocError::BadUpdate(_) => "bad_update",
+            DocError::Poisoned => "poisoned_update",
+        }
+    }
+}
+
+/// What applying a client update did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The changes newly integrated (including formerly pending updates this one unblocked), to
+    /// broadcast; `None` when the update was already known.
+    pub broadcast: Option<Vec<u8>>,
+    /// Whether the raw update must go to the store's log: it changed the document or is waiting
+    /// (pending) for missing predecessors, which must survive a restart too.
+    pub store: bool,
+}
+
+/// Bytes of an update that changes nothing: no structs, empty delete set.
+const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
+pub struct DocumentState {
+    doc: Doc,
+    pub awareness: AwarenessTable,
+}
+
+impl Default for DocumentState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DocumentState {
+    pub fn new() -> Self {
+        // skip_gc stays off: the server keeps the document as small as the clients' view.
+        DocumentState {
+            doc: Doc::new(),
+            awareness: AwarenessTable::new(),
+        }
+    }
+
+    /// Rebuilds a document from what the store returned. An entry that cannot be applied is
+    /// skipped and counted rather than making the whole document unloadable.
+    pub fn restore(stored: &StoredDocument) -> (Self, usize) {
+        let mut state = Self::new();
+        let mut skipped = 0;
+        for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+            if state.apply_update(bytes).is_err() {
+                skipped += 1;
+            }
+        }
+        (state, skipped)
+    }
+
+    /// Answer to a client's SyncStep1: our state vector (their SyncStep1) and what they lack
+    /// (their SyncStep2). Pending structs are included, as y-protocols does.
+    pub fn sync_step1_reply(&self, client_state_vector: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DocError> {
+        let sv = catch_unwind(|| StateVector::decode_v1(client_state_vector))
+            .map_err(|_| DocError::BadStateVector)?
+            .map_err(|_| DocError::BadStateVector)?;
+        let txn = self.doc.transact();
+        Ok((txn.state_vector().encode_v1(), txn.encode_state_as_update_v1(&sv)))
+    }
+
+    fn decode(update: &[u8]) -> Result<Update, DocError> {
+        catch_unwind(|| Update::decode_v1(update))
+            .map_err(|_| DocError::BadUpdate("decoder panicked".into()))?
+            .map_err(|e| DocError::BadUpdate(e.to_string()))
+    }
+
+    /// Applies a Yjs v1 update. Decoding happens first and alone, so a malformed update never
+    /// touches the document.
+    pub fn apply_update(&mut self, update: &[u8]) -> Result<Applied, DocError> {
+        let decoded = Self::decode(update)?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = self.doc.transact_mut();
+            txn.apply_update(decoded).map_err(|e| DocError::BadUpdate(e.to_string()))?;
+            let pending = txn.store().pending_update().is_some() || txn.store().pending_ds().is_some();
+            let changes = txn.encode_update_v1();
+            Ok::<_, DocError>((changes, pending))
+        }))
+        .map_err(|_| DocError::Poisoned)??;
+        let (changes, pending) = outcome;
+        let changed = changes != EMPTY_UPDATE;
+        Ok(Applied {
+            broadcast: changed.then_some(changes),
+            store: changed || pending,
+        })
+    }
+
+    /// For a read-only connection: true when the update holds nothing the document lacks (the
+    /// provider's handshake SyncStep2 usually), which is acknowledged rather than refused.
+    pub fn contains_update(&self, update: &[u8]) -> Result<bool, DocError> {
+        let decoded = Self::decode(update)?;
+        let txn = self.doc.transact();
+        let known_structs = !decoded.extends(&txn.state_vector());
+        let known_deletes = decoded.delete_set().diff(&txn.snapshot().delete_set).is_empty();
+        Ok(known_structs && known_deletes)
+    }
+
+    /// The whole document as one Yjs v1 update.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.doc.transact().encode_state_as_update_v1(&StateVector::default())
+    }
+
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    fn edit(client: u64, base: Option<&[u8]>, text: &str, at: u32) -> (Doc, Vec<u8>) {
+        let doc = Doc::with_client_id(client);
+        let t = doc.get_or_insert_text("default");
+        if let Some(base) = base {
+            doc.transact_mut().apply_update(Update::decode_v1(base).unwrap()).unwrap();
+        }
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, at, text);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        (doc, update)
+    }
+
+    fn text(state: &DocumentState) -> String {
+        let t = state.doc.get_or_insert_text("default");
+        t.get_string(&state.doc.transact())
+    }
+
+    #[test]
+    fn apply_broadcasts_new_content_and_not_duplicates() {
+        let mut state = DocumentState::new();
+        let (_, update) = edit(1, None, "hello", 0);
+        let first = state.apply_update(&update).unwrap();
+        assert!(first.broadcast.is_some() && first.store);
+        assert_eq!(text(&state), "hello");
+        let again = state.apply_update(&update).unwrap();
+        assert_eq!(again, Applied { broadcast: None, store: false });
+    }
+
+    #[test]
+    fn pending_updates_are_stored_and_released_later() {
+        let mut state = DocumentState::new();
+        let (_, first) = edit(1, None, "ab", 0);
+        let (_, second) = edit(1, Some(&first), "cd", 2);
+        let out = state.apply_update(&second).unwrap();
+        assert!(out.broadcast.is_none(), "nothing integrated yet");
+        assert!(out.store, "a pending update must still be logged");
+        let out = state.apply_update(&first).unwrap();
+        assert!(out.broadcast.is_some());
+        assert_eq!(text(&state), "abcd");
+        // The broadcast carries the unblocked update too.
+        let mut other = DocumentState::new();
+        other.apply_update(&out.broadcast.unwrap()).unwrap();
+        assert_eq!(text(&other), "abcd");
+    }
+
+    #[test]
+    fn malformed_updates_are_refused_without_touching_the_document() {
+        let mut state = DocumentState::new();
+        let (_, update) = edit(1, None, "keep", 0);
+        state.apply_update(&update).unwrap();
+        for garbage in [&[0xff, 0xff, 0xff][..], &[1, 1, 0x80], &update[..update.len() - 3]] {
+            assert!(matches!(state.apply_update(garbage), Err(DocError::BadUpdate(_))), "{garbage:?}");
+        }
+        assert_eq!(text(&state), "keep");
+        assert_eq!(state.sync_step1_reply(&[0xff]), Err(DocError::BadStateVector));
+    }
+
+    #[test]
+    fn sync_step1_reply_gives_the_missing_part() {
+        let mut state = DocumentState::new();
+        let (client, update) = edit(7, None, "abc", 0);
+        state.apply_update(&update).unwrap();
+        let (server_sv, diff) = state.sync_step1_reply(&[0]).unwrap();
+        assert!(!server_sv.is_empty());
+        let mut fresh = DocumentState::new();
+        fresh.apply_update(&diff).unwrap();
+        assert_eq!(text(&fresh), "abc");
+        // A client that has everything gets an empty diff.
+        let sv = client.transact().state_vector().encode_v1();
+        let (_, diff) = state.sync_step1_reply(&sv).unwrap();
+        assert_eq!(diff, EMPTY_UPDATE);
+    }
+
+    #[test]
+    fn contains_update_tells_known_from_new() {
+        let mut state = DocumentState::new();
+        let (client, update) = edit(3, None, "abc", 0);
+        state.apply_update(&update).unwrap();
+        assert!(state.contains_update(&update).unwrap());
+        assert!(state.contains_update(&EMPTY_UPDATE).unwrap());
+        let (_, newer) = edit(4, Some(&client.transact().encode_state_as_update_v1(&StateVector::default())), "x", 0);
+        assert!(!state.contains_update(&newer).unwrap());
+    }
+
+    #[test]
+    fn restore_rebuilds_and_skips_corrupt_entries() {
+        let (_, a) = edit(1, None, "one", 0);
+        let stored = StoredDocument {
+            snapshot: Some(a),
+            updates: vec![vec![0xde, 0xad]],
+            fence: 0,
+        };
+        let (state, skipped) = DocumentState::restore(&stored);
+        assert_eq!(skipped, 1);
+        assert_eq!(text(&state), "one");
+    }
+}

@@ -1,0 +1,77 @@
+//! HTTP surface: the WebSocket upgrade (on any path, as Hocuspocus: the document name travels
+//! inside the frames), `/health` for the ALB and `/metrics` for Prometheus.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::persistence::Persistence;
+use crate::session::{SessionActor, SessionContext};
+
+/// Shared, read-mostly state of the HTTP handlers.
+pub struct AppState {
+    pub node_id: String,
+    pub metrics: Arc<Metrics>,
+    pub persistence: Persistence,
+    pub sessions: Arc<SessionContext>,
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    node_id: &'a str,
+    connections: i64,
+    documents: i64,
+    version: &'static str,
+    store: &'static str,
+    store_kind: &'static str,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::to(upgrade));
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let body = Health {
+        status: "ok",
+        node_id: &state.node_id,
+        connections: state.metrics.connections_open.get(),
+        documents: state.metrics.documents_open.get(),
+        version: env!("CARGO_PKG_VERSION"),
+        // Degraded still serves edits from memory, so the ALB must keep routing here.
+        store: if state.persistence.is_degraded() { "degraded" } else { "ok" },
+        store_kind: state.persistence.store().kind(),
+    };
+    HttpResponse::Ok().json(body)
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let is_upgrade = req
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return Ok(HttpResponse::NotFound().body("zedi-sync: connect with a WebSocket\n"));
+    }
+    let session = SessionActor::new(Arc::clone(&state.sessions));
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.max_frame_bytes)
+        .start()
+}

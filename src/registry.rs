@@ -1,0 +1,106 @@
+//! Name → document actor. The registry is the only place that creates document actors, so two
+//! sessions opening the same name always meet in the same actor.
+//!
+//! Unloading is race-free by construction: a document actor that decides to go first marks
+//! itself `Unloading` (it bounces every later `Join`), then sends [`Unregister`] and stops. A
+//! session whose `Join` bounced, or whose actor died, simply asks the registry again; the
+//! registry never hands out an actor it knows has stopped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::document::{DocumentActor, DocumentConfig};
+use crate::metrics::Metrics;
+use crate::persistence::Persistence;
+
+/// Get (or start) the actor of a document.
+#[derive(Message)]
+#[rtype(result = "Addr<DocumentActor>")]
+pub struct Open {
+    pub name: Arc<str>,
+}
+
+/// Sent by a document actor as it stops; ignored if the name has a newer actor already.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub name: Arc<str>,
+    pub id: u64,
+}
+
+pub struct Registry {
+    documents: HashMap<Arc<str>, (u64, Addr<DocumentActor>)>,
+    next_id: u64,
+    /// Threads document actors run on, used round-robin so documents spread over cores.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    persistence: Persistence,
+    metrics: Arc<Metrics>,
+    config: DocumentConfig,
+}
+
+impl Registry {
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        persistence: Persistence,
+        metrics: Arc<Metrics>,
+        config: DocumentConfig,
+    ) -> Self {
+        Registry {
+            documents: HashMap::new(),
+            next_id: 1,
+            arbiters,
+            next_arbiter: 0,
+            persistence,
+            metrics,
+            config,
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Open> for Registry {
+    type Result = MessageResult<Open>;
+
+    fn handle(&mut self, msg: Open, ctx: &mut Self::Context) -> Self::Result {
+        if let Some((_, addr)) = self.documents.get(&msg.name)
+            && addr.connected()
+        {
+            return MessageResult(addr.clone());
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let name = Arc::clone(&msg.name);
+        let persistence = self.persistence.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let config = self.config.clone();
+        let registry = ctx.address();
+        let make = move |_: &mut Context<DocumentActor>| {
+            DocumentActor::new(name, id, persistence, registry, metrics, config)
+        };
+        let addr = if self.arbiters.is_empty() {
+            DocumentActor::create(make)
+        } else {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            DocumentActor::start_in_arbiter(arbiter, make)
+        };
+        self.documents.insert(msg.name, (id, addr.clone()));
+        MessageResult(addr)
+    }
+}
+
+impl Handler<Unregister> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
+        if self.documents.get(&msg.name).is_some_and(|(id, _)| *id == msg.id) {
+            self.documents.remove(&msg.name);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Start-up and shutdown of a node: store, persistence, document threads, registry, HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{App, HttpServer, web};
+
+use crate::auth::Authorizer;
+use crate::config::{AuthMode, Settings, StoreKind};
+use crate::document::DocumentConfig;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::persistence::{Persistence, PersistenceConfig};
+use crate::registry::Registry;
+use crate::session::SessionContext;
+use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("store.kind = {0:?} is not available in this build")]
+    UnsupportedStore(StoreKind),
+}
+
+/// Longest wait, at shutdown, for accepted updates to become durable.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(20);
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs the node until SIGINT/SIGTERM. Must be called inside an actix `System`.
+pub async fn run(settings: Settings) -> Result<(), ServerError> {
+    let metrics = Metrics::new();
+    let node_id = if settings.server.node_id.is_empty() {
+        format!("zedi-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    } else {
+        settings.server.node_id.clone()
+    };
+    let store: Arc<dyn Store> = match settings.store.kind {
+        StoreKind::Embedded => Arc::new(SqliteStore::open(&settings.store.path)?),
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        other => return Err(ServerError::UnsupportedStore(other)),
+    };
+    let persistence = Persistence::start(
+        Arc::clone(&store),
+        PersistenceConfig {
+            max_batch: settings.store.max_batch,
+            max_pending_writes: settings.store.max_pending_writes,
+            retry_initial: Duration::from_millis(settings.store.retry_initial_ms),
+            retry_max: Duration::from_millis(settings.store.retry_max_ms),
+        },
+        Arc::clone(&metrics),
+    );
+    let document_threads = match settings.server.document_threads {
+        0 => cores(),
+        n => n,
+    };
+    let arbiters: Vec<Arbiter> = (0..document_threads).map(|_| Arbiter::new()).collect();
+    let registry = Registry::new(
+        arbiters.iter().map(Arbiter::handle).collect(),
+        persistence.clone(),
+        Arc::clone(&metrics),
+        DocumentConfig {
+            unload_grace: Duration::from_millis(settings.documents.unload_grace_ms),
+            awareness_timeout: Duration::from_millis(settings.documents.awareness_timeout_ms),
+            compact_after_updates: settings.store.compact_after_updates,
+        },
+    )
+    .start();
+    let sessions = Arc::new(SessionContext {
+        registry,
+        metrics: Arc::clone(&metrics),
+        authorizer: Authorizer::new(settings.auth.mode),
+        limits: settings.limits.clone(),
+        idle_timeout: Duration::from_millis(settings.timeouts.idle_ms),
+        ping_interval: Duration::from_millis(settings.timeouts.ping_interval_ms),
+    });
+    let state = web::Data::new(AppState {
+        node_id: node_id.clone(),
+        metrics,
+        persistence: persistence.clone(),
+        sessions,
+        max_frame_bytes: settings.limits.max_frame_bytes,
+    });
+    let addr = format!("{}:{}", settings.server.host, settings.server.port);
+    let workers = match settings.server.workers {
+        0 => cores(),
+        n => n,
+    };
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+        .workers(workers)
+        .disable_signals()
+        .bind(&addr)
+        .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?
+        .run();
+
+    if settings.auth.mode == AuthMode::Off {
+        tracing::warn!("AUTH IS OFF (auth.mode = \"off\"): every connection gets read-write access to every document");
+    }
+    tracing::info!(
+        %node_id, %addr, store = store.kind(), path = %settings.store.path.display(),
+        workers, document_threads, "zedi-sync listening"
+    );
+
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received: closing connections");
+        // Connections are dropped at once; every update acknowledged so far is durable, and
+        // the flush below makes the ones still in flight durable before exit.
+        handle.stop(false).await;
+    });
+    server.await?;
+
+    match tokio::time::timeout(FLUSH_DEADLINE, persistence.flush()).await {
+        Ok(()) => tracing::info!("store flushed; exiting"),
+        Err(_) => tracing::error!("store did not become durable within {FLUSH_DEADLINE:?}; exiting anyway"),
+    }
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
