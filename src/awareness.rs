@@ -80,7 +80,8 @@ impl Changes {
     }
 
     pub fn all(&self) -> Vec<u64> {
-        let mut ids = Vec::with_capacity(self.added.len() + self.updated.len() + self.removed.len());
+        let mut ids =
+            Vec::with_capacity(self.added.len() + self.updated.len() + self.removed.len());
         ids.extend_from_slice(&self.added);
         ids.extend_from_slice(&self.updated);
         ids.extend_from_slice(&self.removed);
@@ -117,12 +118,17 @@ impl AwarenessTable {
             let meta = self.clients.get(&entry.client_id);
             let curr_clock = meta.map_or(0, |m| m.clock);
             let has_state = meta.is_some_and(|m| m.state.is_some());
-            let accept = curr_clock < entry.clock || (curr_clock == entry.clock && null && has_state);
+            let accept =
+                curr_clock < entry.clock || (curr_clock == entry.clock && null && has_state);
             if !accept {
                 continue;
             }
             let known = meta.is_some();
-            let state: Option<Arc<str>> = if null { None } else { Some(Arc::from(entry.state)) };
+            let state: Option<Arc<str>> = if null {
+                None
+            } else {
+                Some(Arc::from(entry.state))
+            };
             self.clients.insert(
                 entry.client_id,
                 ClientMeta {
@@ -165,7 +171,9 @@ impl AwarenessTable {
         let stale: Vec<u64> = self
             .clients
             .iter()
-            .filter(|(_, m)| m.state.is_some() && now_ms.saturating_sub(m.last_updated_ms) >= timeout_ms)
+            .filter(|(_, m)| {
+                m.state.is_some() && now_ms.saturating_sub(m.last_updated_ms) >= timeout_ms
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in &stale {
@@ -179,8 +187,9 @@ impl AwarenessTable {
     /// Forgets removed clients older than `timeout_ms`, so the table does not grow forever with
     /// every client that ever connected.
     pub fn prune_removed(&mut self, now_ms: u64, timeout_ms: u64) {
-        self.clients
-            .retain(|_, m| m.state.is_some() || now_ms.saturating_sub(m.last_updated_ms) < timeout_ms);
+        self.clients.retain(|_, m| {
+            m.state.is_some() || now_ms.saturating_sub(m.last_updated_ms) < timeout_ms
+        });
     }
 
     /// Encodes the given clients (removed ones as `null`); unknown ids are skipped.
@@ -222,7 +231,9 @@ mod tests {
         let mut w = Writer::new();
         w.write_var_uint(entries.len() as u64);
         for (id, clock, state) in entries {
-            w.write_var_uint(*id).write_var_uint(*clock).write_var_string(state);
+            w.write_var_uint(*id)
+                .write_var_uint(*clock)
+                .write_var_string(state);
         }
         w.into_vec()
     }
@@ -267,13 +278,20 @@ mod tests {
         assert_eq!(table.remove([9, 10], 5), vec![9]);
         assert_eq!(table.encode(&[9]), update(&[(9, 5, "null")]));
         // A late re-send of the old state must not resurrect it.
-        assert!(table.apply(&decode_update(&update(&[(9, 4, "{}")])).unwrap(), 6).is_empty());
+        assert!(
+            table
+                .apply(&decode_update(&update(&[(9, 4, "{}")])).unwrap(), 6)
+                .is_empty()
+        );
     }
 
     #[test]
     fn stale_states_expire() {
         let mut table = AwarenessTable::new();
-        table.apply(&decode_update(&update(&[(1, 1, "{}"), (2, 1, "{}")])).unwrap(), 0);
+        table.apply(
+            &decode_update(&update(&[(1, 1, "{}"), (2, 1, "{}")])).unwrap(),
+            0,
+        );
         table.apply(&decode_update(&update(&[(2, 2, "{}")])).unwrap(), 20_000);
         assert_eq!(table.expire(30_000, 30_000), vec![1]);
         assert_eq!(table.live_count(), 1);
@@ -283,7 +301,10 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_errors() {
-        assert!(matches!(decode_update(&[1, 1]), Err(AwarenessError::Malformed(_))));
+        assert!(matches!(
+            decode_update(&[1, 1]),
+            Err(AwarenessError::Malformed(_))
+        ));
         assert_eq!(
             decode_update(&update(&[(1, 1, "{nope")])),
             Err(AwarenessError::NotJson(1))

@@ -179,7 +179,8 @@ impl Settings {
         if self.server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty"));
         }
-        if self.server.host.parse::<std::net::IpAddr>().is_err() && self.server.host != "localhost" {
+        if self.server.host.parse::<std::net::IpAddr>().is_err() && self.server.host != "localhost"
+        {
             return Err(invalid("server.host", "must be an IP address or localhost"));
         }
         if self.store.kind == StoreKind::Postgres || !self.store.database_url.is_empty() {
@@ -190,15 +191,22 @@ impl Settings {
             ));
         }
         if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
-            return Err(invalid("store.path", "must name a file for the embedded store"));
+            return Err(invalid(
+                "store.path",
+                "must name a file for the embedded store",
+            ));
         }
         if self.store.max_batch == 0 {
             return Err(invalid("store.max_batch", "must be at least 1"));
         }
         if self.store.max_pending_writes < self.store.max_batch {
-            return Err(invalid("store.max_pending_writes", "must be at least store.max_batch"));
+            return Err(invalid(
+                "store.max_pending_writes",
+                "must be at least store.max_batch",
+            ));
         }
-        if self.store.retry_initial_ms == 0 || self.store.retry_max_ms < self.store.retry_initial_ms {
+        if self.store.retry_initial_ms == 0 || self.store.retry_max_ms < self.store.retry_initial_ms
+        {
             return Err(invalid(
                 "store.retry_max_ms",
                 "retry_initial_ms must be > 0 and retry_max_ms >= retry_initial_ms",
@@ -217,19 +225,30 @@ impl Settings {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
         }
         if self.limits.max_document_name_bytes == 0 {
-            return Err(invalid("limits.max_document_name_bytes", "must be at least 1"));
+            return Err(invalid(
+                "limits.max_document_name_bytes",
+                "must be at least 1",
+            ));
         }
         if self.limits.max_documents_per_connection == 0 {
-            return Err(invalid("limits.max_documents_per_connection", "must be at least 1"));
+            return Err(invalid(
+                "limits.max_documents_per_connection",
+                "must be at least 1",
+            ));
         }
-        if self.timeouts.ping_interval_ms == 0 || self.timeouts.ping_interval_ms >= self.timeouts.idle_ms {
+        if self.timeouts.ping_interval_ms == 0
+            || self.timeouts.ping_interval_ms >= self.timeouts.idle_ms
+        {
             return Err(invalid(
                 "timeouts.ping_interval_ms",
                 "must be > 0 and shorter than timeouts.idle_ms",
             ));
         }
         if self.documents.awareness_timeout_ms < 1000 {
-            return Err(invalid("documents.awareness_timeout_ms", "must be at least 1000"));
+            return Err(invalid(
+                "documents.awareness_timeout_ms",
+                "must be at least 1000",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "is not a valid tracing filter"));
@@ -256,14 +275,23 @@ fn redact(secret: &mut String) {
 /// Hides the password of `scheme://user:password@host`, keeping the rest readable.
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return if url.is_empty() { String::new() } else { "<redacted>".into() };
+        return if url.is_empty() {
+            String::new()
+        } else {
+            "<redacted>".into()
+        };
     };
     let rest = &url[scheme_end + 3..];
     match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}:<redacted>@{}", &url[..scheme_end], user, &rest[at + 1..])
+            format!(
+                "{}://{}:<redacted>@{}",
+                &url[..scheme_end],
+                user,
+                &rest[at + 1..]
+            )
         }
         None => url.to_string(),
     }
@@ -274,7 +302,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -292,7 +323,11 @@ mod tests {
         assert_eq!(s.server.port, 4000);
         let s = Settings::load_from(
             None,
-            env(&[("PORT", "4000"), ("ZEDI__SERVER__PORT", "5000"), ("ZEDI__LIMITS__MAX_FRAME_BYTES", "65536")]),
+            env(&[
+                ("PORT", "4000"),
+                ("ZEDI__SERVER__PORT", "5000"),
+                ("ZEDI__LIMITS__MAX_FRAME_BYTES", "65536"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.server.port, 5000);
@@ -312,11 +347,17 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = Settings::load_from(None, env(&[("ZEDI__SERVER__PORT", "notaport")])).unwrap_err();
+        let err =
+            Settings::load_from(None, env(&[("ZEDI__SERVER__PORT", "notaport")])).unwrap_err();
         assert!(err.to_string().contains("server.port"), "{err}");
-        let err = Settings::load_from(None, env(&[("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "0")])).unwrap_err();
-        assert!(err.to_string().contains("timeouts.ping_interval_ms"), "{err}");
-        let err = Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u:p@h/db")])).unwrap_err();
+        let err = Settings::load_from(None, env(&[("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "0")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("timeouts.ping_interval_ms"),
+            "{err}"
+        );
+        let err =
+            Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u:p@h/db")])).unwrap_err();
         assert!(err.to_string().contains("store.database_url"), "{err}");
     }
 
@@ -335,7 +376,13 @@ mod tests {
         let shown = s.redacted_toml();
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("<redacted>"));
-        assert_eq!(redact_url("redis://:tok@h:6379"), "redis://:<redacted>@h:6379");
-        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(
+            redact_url("redis://:tok@h:6379"),
+            "redis://:<redacted>@h:6379"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db"),
+            "postgres://u:<redacted>@h/db"
+        );
     }
 }

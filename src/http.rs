@@ -45,7 +45,11 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         documents: state.metrics.documents_open.get(),
         version: env!("CARGO_PKG_VERSION"),
         // Degraded still serves edits from memory, so the ALB must keep routing here.
-        store: if state.persistence.is_degraded() { "degraded" } else { "ok" },
+        store: if state.persistence.is_degraded() {
+            "degraded"
+        } else {
+            "ok"
+        },
         store_kind: state.persistence.store().kind(),
     };
     HttpResponse::Ok().json(body)

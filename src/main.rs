@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use zedi_sync::config::{LogFormat, Settings};
 
 #[derive(Parser)]
-#[command(name = "zedi-sync", version, about = "Hocuspocus-compatible Yjs sync daemon")]
+#[command(
+    name = "zedi-sync",
+    version,
+    about = "Hocuspocus-compatible Yjs sync daemon"
+)]
 struct Cli {
     /// TOML file layered over the built-in config/default.toml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -55,7 +59,11 @@ fn init_logging(settings: &Settings) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

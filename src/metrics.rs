@@ -42,26 +42,34 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static metric definition");
-    registry.register(Box::new(c.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric name");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
-    registry.register(Box::new(g.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric name");
     g
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry.register(Box::new(c.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric name");
     c
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
         .expect("static metric definition");
-    registry.register(Box::new(h.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric name");
     h
 }
 
@@ -76,7 +84,8 @@ impl Metrics {
             &["op"],
         )
         .expect("static metric definition");
-        r.register(Box::new(store_seconds.clone())).expect("unique metric name");
+        r.register(Box::new(store_seconds.clone()))
+            .expect("unique metric name");
         Arc::new(Metrics {
             connections_open: gauge(&r, "connections_open", "Open WebSocket connections."),
             connections_total: counter(&r, "connections_total", "WebSocket connections accepted."),
@@ -89,7 +98,12 @@ impl Metrics {
                 "Hocuspocus messages by direction and type.",
                 &["direction", "type"],
             ),
-            bytes_total: counter_vec(&r, "bytes_total", "WebSocket payload bytes by direction.", &["direction"]),
+            bytes_total: counter_vec(
+                &r,
+                "bytes_total",
+                "WebSocket payload bytes by direction.",
+                &["direction"],
+            ),
             update_apply_seconds: histogram(
                 &r,
                 "update_apply_seconds",
@@ -112,9 +126,15 @@ impl Metrics {
                 &r,
                 "store_batch_size",
                 "Updates per group-commit transaction.",
-                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                &[
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
             ),
-            store_degraded: gauge(&r, "store_degraded", "1 while store writes are failing and being retried."),
+            store_degraded: gauge(
+                &r,
+                "store_degraded",
+                "1 while store writes are failing and being retried.",
+            ),
             protocol_errors_total: counter_vec(
                 &r,
                 "protocol_errors_total",
@@ -137,7 +157,9 @@ impl Metrics {
     }
 
     pub fn message(&self, direction: &'static str, ty: &'static str) {
-        self.messages_total.with_label_values(&[direction, ty]).inc();
+        self.messages_total
+            .with_label_values(&[direction, ty])
+            .inc();
     }
 
     pub fn protocol_error(&self, kind: &'static str) {

@@ -92,7 +92,9 @@ impl Persistence {
     }
 
     pub fn try_reserve(&self) -> Result<Reservation, QueueFull> {
-        let permit = Arc::clone(&self.permits).try_acquire_owned().map_err(|_| QueueFull)?;
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| QueueFull)?;
         Ok(Reservation {
             permit,
             tx: self.tx.clone(),
@@ -103,7 +105,11 @@ impl Persistence {
     pub async fn flush(&self) {
         let permit = Arc::clone(&self.permits).acquire_owned().await;
         if let Ok(permit) = permit {
-            let rx = Reservation { permit, tx: self.tx.clone() }.submit(None);
+            let rx = Reservation {
+                permit,
+                tx: self.tx.clone(),
+            }
+            .submit(None);
             let _ = rx.await;
         }
     }
@@ -244,10 +250,16 @@ mod tests {
         let mut done = p.try_reserve().unwrap().submit(item("kept", 7));
         // While the store fails: not acknowledged, degraded.
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(done.try_recv().is_err(), "must not complete while the store is down");
+        assert!(
+            done.try_recv().is_err(),
+            "must not complete while the store is down"
+        );
         assert!(p.is_degraded());
         store.set_failing(false);
-        tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!p.is_degraded());
         assert_eq!(render(&store.load("doc").await.unwrap()), "kept");
     }
@@ -263,7 +275,10 @@ mod tests {
         assert!(p.try_reserve().is_err(), "fourth write must be refused");
         store.set_failing(false);
         for a in accepted {
-            tokio::time::timeout(Duration::from_secs(5), a).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(5), a)
+                .await
+                .unwrap()
+                .unwrap();
         }
         assert_eq!(store.log_len("doc").await.unwrap(), 3);
         assert!(p.try_reserve().is_ok(), "room again once durable");

@@ -99,7 +99,11 @@ impl Handler<Unregister> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
-        if self.documents.get(&msg.name).is_some_and(|(id, _)| *id == msg.id) {
+        if self
+            .documents
+            .get(&msg.name)
+            .is_some_and(|(id, _)| *id == msg.id)
+        {
             self.documents.remove(&msg.name);
         }
     }

@@ -21,7 +21,10 @@ pub enum ServerError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
     #[error("store.kind = {0:?} is not available in this build")]
@@ -94,15 +97,21 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         0 => cores(),
         n => n,
     };
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-        .workers(workers)
-        .disable_signals()
-        .bind(&addr)
-        .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?
-        .run();
+    let server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            .workers(workers)
+            .disable_signals()
+            .bind(&addr)
+            .map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?
+            .run();
 
     if settings.auth.mode == AuthMode::Off {
-        tracing::warn!("AUTH IS OFF (auth.mode = \"off\"): every connection gets read-write access to every document");
+        tracing::warn!(
+            "AUTH IS OFF (auth.mode = \"off\"): every connection gets read-write access to every document"
+        );
     }
     tracing::info!(
         %node_id, %addr, store = store.kind(), path = %settings.store.path.display(),
@@ -121,7 +130,9 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
 
     match tokio::time::timeout(FLUSH_DEADLINE, persistence.flush()).await {
         Ok(()) => tracing::info!("store flushed; exiting"),
-        Err(_) => tracing::error!("store did not become durable within {FLUSH_DEADLINE:?}; exiting anyway"),
+        Err(_) => tracing::error!(
+            "store did not become durable within {FLUSH_DEADLINE:?}; exiting anyway"
+        ),
     }
     for arbiter in arbiters {
         arbiter.stop();
@@ -133,7 +144,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

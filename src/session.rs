@@ -64,7 +64,10 @@ enum Slot {
     AwaitingAuth { queue: Vec<(Queued, usize)> },
     /// Authorised; the document actor is being found or loaded.
     Joining { queue: Vec<(Queued, usize)> },
-    Open { doc: Addr<DocumentActor>, key: ConnKey },
+    Open {
+        doc: Addr<DocumentActor>,
+        key: ConnKey,
+    },
 }
 
 pub struct SessionActor {
@@ -105,7 +108,9 @@ impl SessionActor {
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, address: &str, message: &Message<'_>) {
         let frame = protocol::encode(address, message);
-        self.shared.metrics.message("out", message.message_type().as_str());
+        self.shared
+            .metrics
+            .message("out", message.message_type().as_str());
         self.shared
             .metrics
             .bytes_total
@@ -119,7 +124,11 @@ impl SessionActor {
             return;
         }
         self.closing = true;
-        self.shared.metrics.closes_total.with_label_values(&[close_label(code)]).inc();
+        self.shared
+            .metrics
+            .closes_total
+            .with_label_values(&[close_label(code)])
+            .inc();
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::from(code),
             description: Some(truncate_reason(reason)),
@@ -129,16 +138,37 @@ impl SessionActor {
     }
 
     /// Bad input at socket level: count it, log it once, close with the matching code.
-    fn protocol_error(&mut self, ctx: &mut ws::WebsocketContext<Self>, kind: &'static str, code: u16, reason: &str) {
+    fn protocol_error(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        kind: &'static str,
+        code: u16,
+        reason: &str,
+    ) {
         self.shared.metrics.protocol_error(kind);
-        tracing::warn!(session = self.id, kind, code, reason, "closing connection after bad input");
+        tracing::warn!(
+            session = self.id,
+            kind,
+            code,
+            reason,
+            "closing connection after bad input"
+        );
         self.close_socket(ctx, code, reason);
     }
 
     /// Detaches one document and tells the client why, keeping the socket open.
-    fn close_document(&mut self, ctx: &mut ws::WebsocketContext<Self>, address: &str, reason: &str) {
+    fn close_document(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        address: &str,
+        reason: &str,
+    ) {
         self.remove_slot(address);
-        self.shared.metrics.closes_total.with_label_values(&["document"]).inc();
+        self.shared
+            .metrics
+            .closes_total
+            .with_label_values(&["document"])
+            .inc();
         self.send(ctx, address, &Message::Close(Some(reason)));
     }
 
@@ -156,7 +186,11 @@ impl SessionActor {
     }
 
     fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
-        self.shared.metrics.bytes_total.with_label_values(&["in"]).inc_by(frame.len() as u64);
+        self.shared
+            .metrics
+            .bytes_total
+            .with_label_values(&["in"])
+            .inc_by(frame.len() as u64);
         let packet = match protocol::decode(&frame) {
             Ok(packet) => packet,
             Err(e) => {
@@ -179,13 +213,20 @@ impl SessionActor {
             }
             Packet::Message { address, message } => (address, message),
         };
-        self.shared.metrics.message("in", message.message_type().as_str());
+        self.shared
+            .metrics
+            .message("in", message.message_type().as_str());
         let name = document_name(address);
         if name.is_empty() {
             return self.protocol_error(ctx, "invalid_document_name", 4205, "empty document name");
         }
         if name.len() > self.shared.limits.max_document_name_bytes {
-            return self.protocol_error(ctx, "invalid_document_name", 4205, "document name too long");
+            return self.protocol_error(
+                ctx,
+                "invalid_document_name",
+                4205,
+                "document name too long",
+            );
         }
         let address: Arc<str> = match self.docs.get_key_value(address) {
             Some((known, _)) => Arc::clone(known),
@@ -193,13 +234,20 @@ impl SessionActor {
         };
         let size = frame.len();
         let input = match message {
-            Message::Auth(AuthMessage::Token { token, provider_version }) => {
+            Message::Auth(AuthMessage::Token {
+                token,
+                provider_version,
+            }) => {
                 return self.authenticate(address, token, provider_version, ctx);
             }
             Message::Close(_) => return self.client_close(address, size, ctx),
             Message::BroadcastStateless(_) | Message::SyncReply(_) => {
                 self.shared.metrics.protocol_error("server_only_message");
-                tracing::warn!(session = self.id, ty = message.message_type().as_str(), "client sent a server-only message; closing that document");
+                tracing::warn!(
+                    session = self.id,
+                    ty = message.message_type().as_str(),
+                    "client sent a server-only message; closing that document"
+                );
                 return self.close_document(ctx, &address, "message type not allowed from clients");
             }
             Message::Auth(_) | Message::SyncStatus(_) => {
@@ -208,7 +256,9 @@ impl SessionActor {
                 return;
             }
             Message::Sync(SyncMessage::Step1(sv)) => SessionInput::SyncStep1(frame.slice_ref(sv)),
-            Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => SessionInput::Update(frame.slice_ref(u)),
+            Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
+                SessionInput::Update(frame.slice_ref(u))
+            }
             Message::Awareness(a) => SessionInput::Awareness(frame.slice_ref(a)),
             Message::QueryAwareness => SessionInput::QueryAwareness,
             Message::Stateless(s) => SessionInput::Stateless(s.to_string()),
@@ -216,19 +266,37 @@ impl SessionActor {
         self.route(address, Queued::Input(input), size, ctx);
     }
 
-    fn route(&mut self, address: Arc<str>, item: Queued, size: usize, ctx: &mut ws::WebsocketContext<Self>) {
-        let pending_docs = self.docs.values().filter(|s| !matches!(s, Slot::Open { .. })).count();
+    fn route(
+        &mut self,
+        address: Arc<str>,
+        item: Queued,
+        size: usize,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let pending_docs = self
+            .docs
+            .values()
+            .filter(|s| !matches!(s, Slot::Open { .. }))
+            .count();
         let slot = match self.docs.get_mut(&address) {
             Some(Slot::Open { doc, key }) => {
                 if let Queued::Input(input) = item {
-                    doc.do_send(FromSession { key: key.clone(), input });
+                    doc.do_send(FromSession {
+                        key: key.clone(),
+                        input,
+                    });
                 }
                 return;
             }
             Some(slot) => slot,
             None => {
                 if pending_docs >= self.shared.limits.max_documents_per_connection {
-                    return self.protocol_error(ctx, "preauth_limit", 4205, "too many documents waiting for authentication");
+                    return self.protocol_error(
+                        ctx,
+                        "preauth_limit",
+                        4205,
+                        "too many documents waiting for authentication",
+                    );
                 }
                 self.docs
                     .entry(Arc::clone(&address))
@@ -243,7 +311,12 @@ impl SessionActor {
         if self.queued_messages > self.shared.limits.max_preauth_messages
             || self.queued_bytes > self.shared.limits.max_preauth_bytes
         {
-            self.protocol_error(ctx, "preauth_limit", 4205, "too much data before authentication");
+            self.protocol_error(
+                ctx,
+                "preauth_limit",
+                4205,
+                "too much data before authentication",
+            );
         }
     }
 
@@ -254,7 +327,8 @@ impl SessionActor {
         provider_version: Option<&str>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        if let Some(major) = provider_version.and_then(|v| v.split('.').next()?.parse::<u32>().ok()) {
+        if let Some(major) = provider_version.and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        {
             self.speaks_v4_ping |= major >= 4;
         }
         let name = document_name(&address).to_string();
@@ -262,43 +336,75 @@ impl SessionActor {
         let read_only = match access {
             Access::Denied { reason } => {
                 self.remove_slot(&address);
-                self.send(ctx, &address, &Message::Auth(AuthMessage::PermissionDenied { reason: &reason }));
+                self.send(
+                    ctx,
+                    &address,
+                    &Message::Auth(AuthMessage::PermissionDenied { reason: &reason }),
+                );
                 return;
             }
             Access::ReadOnly => true,
             Access::ReadWrite => false,
         };
-        let scope = if read_only { SCOPE_READ_ONLY } else { SCOPE_READ_WRITE };
+        let scope = if read_only {
+            SCOPE_READ_ONLY
+        } else {
+            SCOPE_READ_WRITE
+        };
         let queue = match self.docs.remove(&address) {
             Some(slot @ (Slot::Open { .. } | Slot::Joining { .. })) => {
                 // A repeated Auth (token refresh) on an attached document: confirm, keep going.
                 self.docs.insert(Arc::clone(&address), slot);
-                self.send(ctx, &address, &Message::Auth(AuthMessage::Authenticated { scope }));
+                self.send(
+                    ctx,
+                    &address,
+                    &Message::Auth(AuthMessage::Authenticated { scope }),
+                );
                 return;
             }
             Some(Slot::AwaitingAuth { queue }) => queue,
             None => Vec::new(),
         };
-        let attached = self.docs.values().filter(|s| !matches!(s, Slot::AwaitingAuth { .. })).count();
+        let attached = self
+            .docs
+            .values()
+            .filter(|s| !matches!(s, Slot::AwaitingAuth { .. }))
+            .count();
         if attached >= self.shared.limits.max_documents_per_connection {
             self.release(&queue);
             self.shared.metrics.protocol_error("too_many_documents");
             self.send(
                 ctx,
                 &address,
-                &Message::Auth(AuthMessage::PermissionDenied { reason: "too many documents on this connection" }),
+                &Message::Auth(AuthMessage::PermissionDenied {
+                    reason: "too many documents on this connection",
+                }),
             );
             return;
         }
         // Authenticated goes out at once: the provider counts its first reply as "connected".
-        self.send(ctx, &address, &Message::Auth(AuthMessage::Authenticated { scope }));
-        self.docs.insert(Arc::clone(&address), Slot::Joining { queue });
+        self.send(
+            ctx,
+            &address,
+            &Message::Auth(AuthMessage::Authenticated { scope }),
+        );
+        self.docs
+            .insert(Arc::clone(&address), Slot::Joining { queue });
         self.join(address, read_only, 1, ctx);
     }
 
-    fn join(&mut self, address: Arc<str>, read_only: bool, attempt: u32, ctx: &mut ws::WebsocketContext<Self>) {
+    fn join(
+        &mut self,
+        address: Arc<str>,
+        read_only: bool,
+        attempt: u32,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let registry = self.shared.registry.clone();
-        let key = ConnKey { session: self.id, address: Arc::clone(&address) };
+        let key = ConnKey {
+            session: self.id,
+            address: Arc::clone(&address),
+        };
         let me = ctx.address();
         let join = Join {
             key: key.clone(),
@@ -308,7 +414,10 @@ impl SessionActor {
         };
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {
-            let doc = registry.send(Open { name }).await.map_err(|_| JoinError::Unavailable)?;
+            let doc = registry
+                .send(Open { name })
+                .await
+                .map_err(|_| JoinError::Unavailable)?;
             match doc.send(join).await {
                 Ok(Ok(())) => Ok(doc),
                 Ok(Err(e)) => Err(e),
@@ -316,23 +425,31 @@ impl SessionActor {
                 Err(_) => Err(JoinError::Unloading),
             }
         };
-        ctx.spawn(attempt_join.into_actor(self).map(move |result, act, ctx| {
-            match result {
-                Ok(doc) => act.joined(address, doc, key, ctx),
-                Err(JoinError::Unloading) if attempt < MAX_JOIN_ATTEMPTS => {
-                    act.join(address, read_only, attempt + 1, ctx);
-                }
-                Err(error) => {
-                    tracing::warn!(session = act.id, %error, "cannot open document");
-                    if act.docs.contains_key(&address) {
-                        act.close_document(ctx, &address, "document unavailable");
+        ctx.spawn(
+            attempt_join
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(doc) => act.joined(address, doc, key, ctx),
+                    Err(JoinError::Unloading) if attempt < MAX_JOIN_ATTEMPTS => {
+                        act.join(address, read_only, attempt + 1, ctx);
                     }
-                }
-            }
-        }));
+                    Err(error) => {
+                        tracing::warn!(session = act.id, %error, "cannot open document");
+                        if act.docs.contains_key(&address) {
+                            act.close_document(ctx, &address, "document unavailable");
+                        }
+                    }
+                }),
+        );
     }
 
-    fn joined(&mut self, address: Arc<str>, doc: Addr<DocumentActor>, key: ConnKey, ctx: &mut ws::WebsocketContext<Self>) {
+    fn joined(
+        &mut self,
+        address: Arc<str>,
+        doc: Addr<DocumentActor>,
+        key: ConnKey,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let queue = match self.docs.remove(&address) {
             Some(Slot::Joining { queue }) => queue,
             // The socket detached the document while it was loading.
@@ -344,7 +461,10 @@ impl SessionActor {
         self.release(&queue);
         for (item, _) in queue {
             match item {
-                Queued::Input(input) => doc.do_send(FromSession { key: key.clone(), input }),
+                Queued::Input(input) => doc.do_send(FromSession {
+                    key: key.clone(),
+                    input,
+                }),
                 Queued::Close => {
                     doc.do_send(Leave { key });
                     self.send(ctx, &address, &Message::Close(Some("provider_initiated")));
@@ -355,7 +475,12 @@ impl SessionActor {
         self.docs.insert(address, Slot::Open { doc, key });
     }
 
-    fn client_close(&mut self, address: Arc<str>, size: usize, ctx: &mut ws::WebsocketContext<Self>) {
+    fn client_close(
+        &mut self,
+        address: Arc<str>,
+        size: usize,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         match self.docs.get(&address) {
             Some(Slot::Open { .. }) => {
                 self.remove_slot(&address);
@@ -420,7 +545,11 @@ impl Handler<Outbound> for SessionActor {
             return;
         }
         self.shared.metrics.message("out", msg.ty.as_str());
-        self.shared.metrics.bytes_total.with_label_values(&["out"]).inc_by(msg.frame.len() as u64);
+        self.shared
+            .metrics
+            .bytes_total
+            .with_label_values(&["out"])
+            .inc_by(msg.frame.len() as u64);
         ctx.binary(msg.frame);
     }
 }
@@ -444,6 +573,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             Err(ws::ProtocolError::Overflow) => {
                 return self.protocol_error(ctx, "frame_too_large", 1009, "message too big");
             }
+            Err(ws::ProtocolError::Io(e)) => {
+                // The peer went away without a close handshake (tab closed, network lost).
+                tracing::debug!(session = self.id, error = %e, "connection dropped");
+                self.closing = true;
+                ctx.stop();
+                return;
+            }
             Err(e) => {
                 return self.protocol_error(ctx, "websocket_protocol", 1002, &e.to_string());
             }
@@ -452,7 +588,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             ws::Message::Binary(frame) => self.on_frame(frame, ctx),
             ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Text(_) => self.protocol_error(ctx, "text_frame", 4401, "text frames are not part of the protocol"),
+            ws::Message::Text(_) => self.protocol_error(
+                ctx,
+                "text_frame",
+                4401,
+                "text frames are not part of the protocol",
+            ),
             ws::Message::Close(reason) => {
                 ctx.close(reason);
                 ctx.stop();
@@ -468,7 +609,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
 
 impl SessionActor {
     /// Reassembles a fragmented message; the size limit applies to the whole message.
-    fn on_continuation(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_continuation(
+        &mut self,
+        item: actix_http::ws::Item,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let limit = self.shared.limits.max_frame_bytes;
         let (chunk, last) = match item {
             actix_http::ws::Item::FirstBinary(b) => {
@@ -476,13 +621,23 @@ impl SessionActor {
                 (b, false)
             }
             actix_http::ws::Item::FirstText(_) => {
-                return self.protocol_error(ctx, "text_frame", 4401, "text frames are not part of the protocol");
+                return self.protocol_error(
+                    ctx,
+                    "text_frame",
+                    4401,
+                    "text frames are not part of the protocol",
+                );
             }
             actix_http::ws::Item::Continue(b) => (b, false),
             actix_http::ws::Item::Last(b) => (b, true),
         };
         let Some(buffer) = self.fragments.as_mut() else {
-            return self.protocol_error(ctx, "websocket_protocol", 1002, "continuation without a first frame");
+            return self.protocol_error(
+                ctx,
+                "websocket_protocol",
+                1002,
+                "continuation without a first frame",
+            );
         };
         if buffer.len() + chunk.len() > limit {
             return self.protocol_error(ctx, "frame_too_large", 1009, "message too big");

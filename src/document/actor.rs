@@ -179,7 +179,9 @@ impl DocumentActor {
     }
 
     fn handle_update(&mut self, key: ConnKey, update: Bytes, ctx: &mut Context<Self>) {
-        let Some(conn) = self.conns.get(&key) else { return };
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
         if conn.read_only {
             // Hocuspocus acks what is already known (the handshake) and refuses the rest.
             let known = match self.state.contains_update(&update) {
@@ -212,7 +214,9 @@ impl DocumentActor {
             }
             Err(e) => return self.reject(&key, &e),
         };
-        self.metrics.update_apply_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .update_apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Some(changes) = &applied.broadcast {
             self.broadcast(&Message::Sync(SyncMessage::Update(changes)), None);
         }
@@ -242,7 +246,10 @@ impl DocumentActor {
                 self.metrics.protocol_error("bad_awareness");
                 tracing::warn!(document = %self.name, session = key.session, error = %e, "closing connection after bad awareness");
                 if let Some(conn) = self.conns.get(&key) {
-                    conn.control.do_send(CloseSocket { code: 4205, reason: e.to_string() });
+                    conn.control.do_send(CloseSocket {
+                        code: 4205,
+                        reason: e.to_string(),
+                    });
                 }
                 self.detach(&key);
                 return;
@@ -253,7 +260,8 @@ impl DocumentActor {
             return;
         }
         if let Some(conn) = self.conns.get_mut(&key) {
-            conn.awareness_ids.extend(changes.added.iter().chain(changes.updated.iter()));
+            conn.awareness_ids
+                .extend(changes.added.iter().chain(changes.updated.iter()));
         }
         let encoded = self.state.awareness.encode(&changes.all());
         // Including the sender: the echo is what keeps the provider's 30 s watchdog quiet.
@@ -262,7 +270,9 @@ impl DocumentActor {
 
     /// Removes an attachment and what it introduced into awareness.
     fn detach(&mut self, key: &ConnKey) {
-        let Some(conn) = self.conns.remove(key) else { return };
+        let Some(conn) = self.conns.remove(key) else {
+            return;
+        };
         let removed = self.state.awareness.remove(conn.awareness_ids, now_ms());
         if !removed.is_empty() {
             let encoded = self.state.awareness.encode(&removed);
@@ -281,7 +291,8 @@ impl DocumentActor {
     }
 
     fn maybe_compact(&mut self, ctx: &mut Context<Self>) {
-        if self.compacting || self.log_len < self.config.compact_after_updates || self.inflight > 0 {
+        if self.compacting || self.log_len < self.config.compact_after_updates || self.inflight > 0
+        {
             return;
         }
         self.compacting = true;
@@ -468,7 +479,11 @@ impl Handler<FromSession> for DocumentActor {
             SessionInput::Update(update) => self.handle_update(key, update, ctx),
             SessionInput::Awareness(payload) => self.handle_awareness(key, &payload),
             SessionInput::QueryAwareness => {
-                let states = self.state.awareness.encode_live().unwrap_or_else(|| vec![0]);
+                let states = self
+                    .state
+                    .awareness
+                    .encode_live()
+                    .unwrap_or_else(|| vec![0]);
                 self.send_to(&key, &Message::Awareness(&states));
             }
             SessionInput::Stateless(payload) => {
@@ -488,4 +503,3 @@ impl Handler<Leave> for DocumentActor {
         self.maybe_schedule_unload(ctx);
     }
 }
-

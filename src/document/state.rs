@@ -81,12 +81,18 @@ impl DocumentState {
 
     /// Answer to a client's SyncStep1: our state vector (their SyncStep1) and what they lack
     /// (their SyncStep2). Pending structs are included, as y-protocols does.
-    pub fn sync_step1_reply(&self, client_state_vector: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DocError> {
+    pub fn sync_step1_reply(
+        &self,
+        client_state_vector: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), DocError> {
         let sv = catch_unwind(|| StateVector::decode_v1(client_state_vector))
             .map_err(|_| DocError::BadStateVector)?
             .map_err(|_| DocError::BadStateVector)?;
         let txn = self.doc.transact();
-        Ok((txn.state_vector().encode_v1(), txn.encode_state_as_update_v1(&sv)))
+        Ok((
+            txn.state_vector().encode_v1(),
+            txn.encode_state_as_update_v1(&sv),
+        ))
     }
 
     fn decode(update: &[u8]) -> Result<Update, DocError> {
@@ -101,8 +107,10 @@ impl DocumentState {
         let decoded = Self::decode(update)?;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut();
-            txn.apply_update(decoded).map_err(|e| DocError::BadUpdate(e.to_string()))?;
-            let pending = txn.store().pending_update().is_some() || txn.store().pending_ds().is_some();
+            txn.apply_update(decoded)
+                .map_err(|e| DocError::BadUpdate(e.to_string()))?;
+            let pending =
+                txn.store().pending_update().is_some() || txn.store().pending_ds().is_some();
             let changes = txn.encode_update_v1();
             Ok::<_, DocError>((changes, pending))
         }))
@@ -121,13 +129,18 @@ impl DocumentState {
         let decoded = Self::decode(update)?;
         let txn = self.doc.transact();
         let known_structs = !decoded.extends(&txn.state_vector());
-        let known_deletes = decoded.delete_set().diff(&txn.snapshot().delete_set).is_empty();
+        let known_deletes = decoded
+            .delete_set()
+            .diff(&txn.snapshot().delete_set)
+            .is_empty();
         Ok(known_structs && known_deletes)
     }
 
     /// The whole document as one Yjs v1 update.
     pub fn encode_state(&self) -> Vec<u8> {
-        self.doc.transact().encode_state_as_update_v1(&StateVector::default())
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
     }
 
     pub fn doc(&self) -> &Doc {
@@ -144,7 +157,9 @@ mod tests {
         let doc = Doc::with_client_id(client);
         let t = doc.get_or_insert_text("default");
         if let Some(base) = base {
-            doc.transact_mut().apply_update(Update::decode_v1(base).unwrap()).unwrap();
+            doc.transact_mut()
+                .apply_update(Update::decode_v1(base).unwrap())
+                .unwrap();
         }
         let mut txn = doc.transact_mut();
         t.insert(&mut txn, at, text);
@@ -166,7 +181,13 @@ mod tests {
         assert!(first.broadcast.is_some() && first.store);
         assert_eq!(text(&state), "hello");
         let again = state.apply_update(&update).unwrap();
-        assert_eq!(again, Applied { broadcast: None, store: false });
+        assert_eq!(
+            again,
+            Applied {
+                broadcast: None,
+                store: false
+            }
+        );
     }
 
     #[test]
@@ -191,11 +212,21 @@ mod tests {
         let mut state = DocumentState::new();
         let (_, update) = edit(1, None, "keep", 0);
         state.apply_update(&update).unwrap();
-        for garbage in [&[0xff, 0xff, 0xff][..], &[1, 1, 0x80], &update[..update.len() - 3]] {
-            assert!(matches!(state.apply_update(garbage), Err(DocError::BadUpdate(_))), "{garbage:?}");
+        for garbage in [
+            &[0xff, 0xff, 0xff][..],
+            &[1, 1, 0x80],
+            &update[..update.len() - 3],
+        ] {
+            assert!(
+                matches!(state.apply_update(garbage), Err(DocError::BadUpdate(_))),
+                "{garbage:?}"
+            );
         }
         assert_eq!(text(&state), "keep");
-        assert_eq!(state.sync_step1_reply(&[0xff]), Err(DocError::BadStateVector));
+        assert_eq!(
+            state.sync_step1_reply(&[0xff]),
+            Err(DocError::BadStateVector)
+        );
     }
 
     #[test]
@@ -221,7 +252,16 @@ mod tests {
         state.apply_update(&update).unwrap();
         assert!(state.contains_update(&update).unwrap());
         assert!(state.contains_update(&EMPTY_UPDATE).unwrap());
-        let (_, newer) = edit(4, Some(&client.transact().encode_state_as_update_v1(&StateVector::default())), "x", 0);
+        let (_, newer) = edit(
+            4,
+            Some(
+                &client
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default()),
+            ),
+            "x",
+            0,
+        );
         assert!(!state.contains_update(&newer).unwrap());
     }
 

@@ -166,7 +166,19 @@ mod tests {
 
     #[test]
     fn var_uint_round_trips_across_byte_boundaries() {
-        for v in [0u64, 1, 127, 128, 255, 16_383, 16_384, 3_846_846_611, u32::MAX as u64, 1 << 53, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            255,
+            16_383,
+            16_384,
+            3_846_846_611,
+            u32::MAX as u64,
+            1 << 53,
+            u64::MAX,
+        ] {
             let mut w = Writer::new();
             w.write_var_uint(v);
             assert_eq!(w.len(), var_uint_len(v), "length of {v}");
@@ -188,15 +200,24 @@ mod tests {
     #[test]
     fn overlong_var_uint_is_rejected() {
         let bytes = [0xffu8; 11];
-        assert_eq!(Reader::new(&bytes).read_var_uint(), Err(Lib0Error::VarIntOverflow));
+        assert_eq!(
+            Reader::new(&bytes).read_var_uint(),
+            Err(Lib0Error::VarIntOverflow)
+        );
         let mut max = vec![0xffu8; 9];
         max.push(0x02); // bit 64 set
-        assert_eq!(Reader::new(&max).read_var_uint(), Err(Lib0Error::VarIntOverflow));
+        assert_eq!(
+            Reader::new(&max).read_var_uint(),
+            Err(Lib0Error::VarIntOverflow)
+        );
     }
 
     #[test]
     fn truncated_input_is_an_error_not_a_panic() {
-        assert_eq!(Reader::new(&[0x80]).read_var_uint(), Err(Lib0Error::UnexpectedEnd));
+        assert_eq!(
+            Reader::new(&[0x80]).read_var_uint(),
+            Err(Lib0Error::UnexpectedEnd)
+        );
         assert_eq!(Reader::new(&[]).read_u8(), Err(Lib0Error::UnexpectedEnd));
         // Length prefix claims 5 bytes, only 2 follow.
         assert_eq!(
@@ -215,7 +236,10 @@ mod tests {
 
     #[test]
     fn strings_must_be_utf8() {
-        assert_eq!(Reader::new(&[2, 0xc3, 0x28]).read_var_string(), Err(Lib0Error::InvalidUtf8));
+        assert_eq!(
+            Reader::new(&[2, 0xc3, 0x28]).read_var_string(),
+            Err(Lib0Error::InvalidUtf8)
+        );
         let mut w = Writer::new();
         w.write_var_string("héllo");
         let bytes = w.into_vec();

@@ -94,8 +94,12 @@ pub enum AuthMessage<'a> {
         token: &'a str,
         provider_version: Option<&'a str>,
     },
-    PermissionDenied { reason: &'a str },
-    Authenticated { scope: &'a str },
+    PermissionDenied {
+        reason: &'a str,
+    },
+    Authenticated {
+        scope: &'a str,
+    },
 }
 
 /// Scope strings exactly as the provider compares them.
@@ -315,7 +319,8 @@ fn payload_len_hint(message: &Message<'_>) -> usize {
 
 /// `varString(address)` followed by an already encoded body.
 pub fn prepend_address(address: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(var_uint_len(address.len() as u64) + address.len() + body.len());
+    let mut out =
+        Vec::with_capacity(var_uint_len(address.len() as u64) + address.len() + body.len());
     let mut w = Writer::new();
     w.write_var_string(address);
     out.extend_from_slice(&w.into_vec());
@@ -376,8 +381,16 @@ mod tests {
                 provider_version: None,
             }),
         );
-        round_trip("d", Message::Auth(AuthMessage::PermissionDenied { reason: "no" }));
-        round_trip("d", Message::Auth(AuthMessage::Authenticated { scope: SCOPE_READ_ONLY }));
+        round_trip(
+            "d",
+            Message::Auth(AuthMessage::PermissionDenied { reason: "no" }),
+        );
+        round_trip(
+            "d",
+            Message::Auth(AuthMessage::Authenticated {
+                scope: SCOPE_READ_ONLY,
+            }),
+        );
         round_trip("d", Message::QueryAwareness);
         round_trip("d", Message::Stateless("{\"op\":1}"));
         round_trip("d", Message::BroadcastStateless("x"));
@@ -401,10 +414,22 @@ mod tests {
     fn malformed_frames_are_typed_errors() {
         assert_eq!(decode(&[]), Err(FrameError::Empty));
         assert!(matches!(decode(&[5, b'a']), Err(FrameError::Malformed(_))));
-        assert_eq!(decode(&prepend_address("d", &[42])), Err(FrameError::UnknownType(42)));
-        assert_eq!(decode(&prepend_address("d", &[0, 7, 0])), Err(FrameError::UnknownSyncType(7)));
-        assert_eq!(decode(&prepend_address("d", &[2, 9])), Err(FrameError::UnknownAuthType(9)));
-        assert_eq!(decode(&prepend_address("d", &[8, 1, 99])), Err(FrameError::TrailingBytes(1)));
+        assert_eq!(
+            decode(&prepend_address("d", &[42])),
+            Err(FrameError::UnknownType(42))
+        );
+        assert_eq!(
+            decode(&prepend_address("d", &[0, 7, 0])),
+            Err(FrameError::UnknownSyncType(7))
+        );
+        assert_eq!(
+            decode(&prepend_address("d", &[2, 9])),
+            Err(FrameError::UnknownAuthType(9))
+        );
+        assert_eq!(
+            decode(&prepend_address("d", &[8, 1, 99])),
+            Err(FrameError::TrailingBytes(1))
+        );
     }
 
     #[test]

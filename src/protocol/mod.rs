@@ -5,7 +5,6 @@ pub mod lib0;
 pub mod message;
 
 pub use message::{
-    AuthMessage, FrameError, Message, MessageType, PING_FRAME, PONG_FRAME, Packet,
-    SCOPE_READ_ONLY, SCOPE_READ_WRITE, SyncMessage, decode, document_name, encode, encode_body,
-    prepend_address,
+    AuthMessage, FrameError, Message, MessageType, PING_FRAME, PONG_FRAME, Packet, SCOPE_READ_ONLY,
+    SCOPE_READ_WRITE, SyncMessage, decode, document_name, encode, encode_body, prepend_address,
 };

@@ -21,7 +21,8 @@ pub fn render(stored: &super::StoredDocument) -> String {
     let t = doc.get_or_insert_text("t");
     let mut txn = doc.transact_mut();
     for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
-        txn.apply_update(yrs::Update::decode_v1(bytes).unwrap()).unwrap();
+        txn.apply_update(yrs::Update::decode_v1(bytes).unwrap())
+            .unwrap();
     }
     t.get_string(&txn)
 }
@@ -65,7 +66,10 @@ pub async fn run(store: &dyn Store) {
     assert_eq!(a2.fence, fence);
 
     // New appends after compaction come back after the snapshot.
-    store.append(&[item("a", text_update(4, "w"))]).await.unwrap();
+    store
+        .append(&[item("a", text_update(4, "w"))])
+        .await
+        .unwrap();
     let a3 = store.load("a").await.unwrap();
     assert_eq!(a3.updates.len(), 1);
     assert_eq!(render(&a3).len(), 3);

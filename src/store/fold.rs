@@ -17,8 +17,10 @@ pub fn fold_updates<'a>(
     {
         let mut txn = doc.transact_mut();
         for bytes in snapshot.into_iter().chain(updates) {
-            let update = Update::decode_v1(bytes).map_err(|e| format!("undecodable update: {e}"))?;
-            txn.apply_update(update).map_err(|e| format!("update does not apply: {e}"))?;
+            let update =
+                Update::decode_v1(bytes).map_err(|e| format!("undecodable update: {e}"))?;
+            txn.apply_update(update)
+                .map_err(|e| format!("update does not apply: {e}"))?;
         }
     }
     let txn = doc.transact();

@@ -80,11 +80,14 @@ impl Store for MemoryStore {
                 stored: entry.fence,
             });
         }
-        let folded = fold_updates(entry.snapshot.as_deref(), entry.log.iter().map(Vec::as_slice))
-            .map_err(|reason| StoreError::Corrupt {
-                name: name.to_string(),
-                reason,
-            })?;
+        let folded = fold_updates(
+            entry.snapshot.as_deref(),
+            entry.log.iter().map(Vec::as_slice),
+        )
+        .map_err(|reason| StoreError::Corrupt {
+            name: name.to_string(),
+            reason,
+        })?;
         let outcome = CompactOutcome {
             folded_updates: entry.log.len() as u64,
             snapshot_bytes: folded.len() as u64,

@@ -56,8 +56,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let conn = Connection::open(path).map_err(backend)?;
         conn.execute_batch(
@@ -144,7 +145,9 @@ impl Store for SqliteStore {
             let tx = conn.transaction().map_err(backend)?;
             {
                 let mut stmt = tx
-                    .prepare_cached("INSERT INTO updates (name, data, created_at) VALUES (?1, ?2, ?3)")
+                    .prepare_cached(
+                        "INSERT INTO updates (name, data, created_at) VALUES (?1, ?2, ?3)",
+                    )
                     .map_err(backend)?;
                 let now = now_ms();
                 for item in &batch {
@@ -160,9 +163,11 @@ impl Store for SqliteStore {
     async fn log_len(&self, name: &str) -> Result<u64, StoreError> {
         let name = name.to_string();
         self.with_conn(move |conn| {
-            conn.query_row("SELECT count(*) FROM updates WHERE name = ?1", params![name], |r| {
-                r.get::<_, i64>(0)
-            })
+            conn.query_row(
+                "SELECT count(*) FROM updates WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(backend)
         })
@@ -235,12 +240,20 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
             let stored: i64 = tx
-                .query_row("SELECT fence FROM snapshots WHERE name = ?1", params![name], |r| r.get(0))
+                .query_row(
+                    "SELECT fence FROM snapshots WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(backend)?
                 .unwrap_or(0);
             let issued: i64 = tx
-                .query_row("SELECT issued FROM fences WHERE name = ?1", params![name], |r| r.get(0))
+                .query_row(
+                    "SELECT issued FROM fences WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(backend)?
                 .unwrap_or(0);

@@ -1,0 +1,350 @@
+//! Test harness: runs the real `zedi-sync` binary on a free loopback port and talks to it
+//! over real sockets. Every process is killed on drop; every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message as WsMessage, WebSocket, stream::MaybeTlsStream};
+use zedi_sync::protocol::{self, AuthMessage, Message, Packet, SyncMessage};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zedi-sync");
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub data: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Starts a daemon with the embedded store in `data` and extra env overrides.
+    pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut daemon = Daemon {
+            child: None,
+            port,
+            data: data.to_path_buf(),
+            env,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", self.port.to_string())
+            .env("ZEDI__SERVER__HOST", "127.0.0.1")
+            .env("ZEDI__STORE__PATH", self.data.join("zedi-sync.db"))
+            .env("ZEDI__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn zedi-sync"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = http_get(self.port, "/health") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("zedi-sync did not become healthy on port {}", self.port);
+    }
+
+    /// Hard kill (SIGKILL), as a crashed task would die.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn ws(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.port, "/health").expect("health answers");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("health is JSON")
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").expect("metrics answer").1
+    }
+
+    /// Waits until `/health` satisfies `cond` (bounded).
+    pub fn wait_health(&self, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cond(&self.health()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}: {}", self.health());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Minimal HTTP/1.1 GET over loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// What the server sent, decoded.
+#[derive(Debug)]
+pub enum Received {
+    Frame(Vec<u8>),
+    Closed(Option<(u16, String)>),
+    TimedOut,
+}
+
+pub struct Client {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/any/path?x=1"))
+            .expect("ws connect");
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+        }
+        Client { ws }
+    }
+
+    pub fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(WsMessage::Binary(bytes.into())).expect("send");
+    }
+
+    pub fn send(&mut self, address: &str, message: Message<'_>) {
+        self.send_raw(protocol::encode(address, &message));
+    }
+
+    /// Auth with a token as the v4 provider does (token, then its version).
+    pub fn auth(&mut self, address: &str) {
+        self.send(
+            address,
+            Message::Auth(AuthMessage::Token {
+                token: "any",
+                provider_version: Some("4.8.0"),
+            }),
+        );
+    }
+
+    /// Next binary frame or close, skipping pings, within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(WsMessage::Binary(b)) if b.as_ref() == protocol::PING_FRAME => continue,
+                Ok(WsMessage::Binary(b)) => return Received::Frame(b.to_vec()),
+                Ok(WsMessage::Close(frame)) => {
+                    return Received::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    );
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Received::Closed(None);
+                }
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+        Received::TimedOut
+    }
+
+    /// Reads frames until one matches `pred` (bounded); returns the frame.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&str, &Message<'_>) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.recv(Duration::from_millis(500)) {
+                Received::Frame(f) => {
+                    if let Ok(Packet::Message { address, message }) = protocol::decode(&f)
+                        && pred(address, &message)
+                    {
+                        return f;
+                    }
+                }
+                Received::Closed(c) => panic!("closed while waiting for {what}: {c:?}"),
+                Received::TimedOut => {}
+            }
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Expects the socket to be closed with `code` (bounded).
+    pub fn expect_close(&mut self, code: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.recv(Duration::from_millis(500)) {
+                Received::Closed(Some((c, reason))) => {
+                    assert_eq!(c, code, "close code (reason {reason:?})");
+                    return reason;
+                }
+                Received::Closed(None) => panic!("closed without a code, expected {code}"),
+                _ => {}
+            }
+        }
+        panic!("socket was not closed with {code}");
+    }
+
+    /// Auth + SyncStep1 (empty state vector); waits for Authenticated and the server's Step2.
+    /// Returns the Step2 payload (the document content as an update).
+    pub fn open(&mut self, address: &str) -> Vec<u8> {
+        self.auth(address);
+        self.expect("Authenticated", |a, m| {
+            a == address
+                && matches!(
+                    m,
+                    Message::Auth(AuthMessage::Authenticated {
+                        scope: "read-write"
+                    })
+                )
+        });
+        self.send(address, Message::Sync(SyncMessage::Step1(&[0])));
+        let frame = self.expect("SyncStep2", |a, m| {
+            a == address && matches!(m, Message::Sync(SyncMessage::Step2(_)))
+        });
+        match protocol::decode(&frame) {
+            Ok(Packet::Message {
+                message: Message::Sync(SyncMessage::Step2(p)),
+                ..
+            }) => p.to_vec(),
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    pub fn expect_ack(&mut self, address: &str) {
+        self.expect("SyncStatus(1)", |a, m| {
+            a == address && matches!(m, Message::SyncStatus(true))
+        });
+    }
+}
+
+/// A Yjs update that inserts `text` at the start of Y.Text "default" from client `client`.
+pub fn text_update(client: u64, text: &str) -> Vec<u8> {
+    use yrs::{Text, Transact};
+    let doc = yrs::Doc::with_client_id(client);
+    let t = doc.get_or_insert_text("default");
+    let mut txn = doc.transact_mut();
+    t.insert(&mut txn, 0, text);
+    txn.encode_update_v1()
+}
+
+/// The Y.Text "default" of a document made from `updates`.
+pub fn render(updates: &[&[u8]]) -> String {
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, Transact};
+    let doc = yrs::Doc::new();
+    let t = doc.get_or_insert_text("default");
+    let mut txn = doc.transact_mut();
+    for u in updates {
+        txn.apply_update(yrs::Update::decode_v1(u).expect("decodes"))
+            .expect("applies");
+    }
+    t.get_string(&txn)
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
+
+impl Client {
+    pub fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(WsMessage::Text(text.to_string().into()))
+            .expect("send text");
+    }
+
+    /// Next binary frame as is (pings included), or None on timeout.
+    pub fn recv_raw(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(WsMessage::Binary(b)) => return Some(b.to_vec()),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+        None
+    }
+}
