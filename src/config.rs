@@ -14,6 +14,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const LEGACY_ENV: &[(&str, &str)] = &[
     ("PORT", "server.port"),
     ("DATABASE_URL", "store.database_url"),
+    ("DATABASE_PASSWORD", "store.database_password"),
     ("REDIS_URL", "cluster.redis_url"),
     ("JWT_SECRET", "auth.jwt_secret"),
     ("COGNITO_USER_POOL_ID", "auth.cognito_user_pool_id"),
@@ -61,6 +62,7 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
+    Auto,
     Embedded,
     Memory,
     Postgres,
@@ -72,6 +74,13 @@ pub struct StoreSettings {
     pub kind: StoreKind,
     pub path: PathBuf,
     pub database_url: String,
+    pub database_password: String,
+    pub sslmode: String,
+    pub ssl_root_cert: PathBuf,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub startup_timeout_ms: u64,
+    pub legacy_table: String,
     pub max_batch: usize,
     pub max_pending_writes: usize,
     pub retry_initial_ms: u64,
@@ -83,6 +92,7 @@ pub struct StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct DocumentSettings {
     pub unload_grace_ms: u64,
+    pub load_timeout_ms: u64,
     pub awareness_timeout_ms: u64,
 }
 
@@ -183,14 +193,36 @@ impl Settings {
         {
             return Err(invalid("server.host", "must be an IP address or localhost"));
         }
-        if self.store.kind == StoreKind::Postgres || !self.store.database_url.is_empty() {
+        match (self.store.kind, self.store.database_url.is_empty()) {
+            (StoreKind::Postgres, true) => {
+                return Err(invalid(
+                    "store.database_url",
+                    "must be set when store.kind = \"postgres\"",
+                ));
+            }
+            (StoreKind::Embedded | StoreKind::Memory, false) => {
+                return Err(invalid(
+                    "store.kind",
+                    "is embedded/memory while store.database_url (DATABASE_URL) is set; use \"auto\" or \"postgres\"",
+                ));
+            }
+            _ => {}
+        }
+        if !self.store.sslmode.is_empty()
+            && crate::store::SslMode::parse(&self.store.sslmode).is_none()
+        {
             return Err(invalid(
-                "store.database_url",
-                "the PostgreSQL store is not in this build yet; unset DATABASE_URL / store.database_url \
-                 and use store.kind = \"embedded\"",
+                "store.sslmode",
+                "must be one of disable, prefer, require, verify-ca, verify-full",
             ));
         }
-        if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
+        if self.store.pool_size == 0 {
+            return Err(invalid("store.pool_size", "must be at least 1"));
+        }
+        if self.store.connect_timeout_ms == 0 {
+            return Err(invalid("store.connect_timeout_ms", "must be at least 1"));
+        }
+        if self.store_kind() == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
             return Err(invalid(
                 "store.path",
                 "must name a file for the embedded store",
@@ -256,10 +288,20 @@ impl Settings {
         Ok(())
     }
 
+    /// The store this configuration selects, with `auto` resolved.
+    pub fn store_kind(&self) -> StoreKind {
+        match self.store.kind {
+            StoreKind::Auto if self.store.database_url.is_empty() => StoreKind::Embedded,
+            StoreKind::Auto => StoreKind::Postgres,
+            other => other,
+        }
+    }
+
     /// The effective configuration as TOML with every secret replaced, for `check-config`.
     pub fn redacted_toml(&self) -> String {
         let mut copy = self.clone();
         redact(&mut copy.auth.jwt_secret);
+        redact(&mut copy.store.database_password);
         copy.store.database_url = redact_url(&copy.store.database_url);
         copy.cluster.redis_url = redact_url(&copy.cluster.redis_url);
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -313,7 +355,7 @@ mod tests {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.server.port, 1234);
         assert_eq!(s.server.host, "0.0.0.0");
-        assert_eq!(s.store.kind, StoreKind::Embedded);
+        assert_eq!(s.store_kind(), StoreKind::Embedded);
         assert_eq!(s.auth.mode, AuthMode::Off);
     }
 
@@ -357,8 +399,25 @@ mod tests {
             "{err}"
         );
         let err =
-            Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u:p@h/db")])).unwrap_err();
+            Settings::load_from(None, env(&[("ZEDI__STORE__SSLMODE", "sometimes")])).unwrap_err();
+        assert!(err.to_string().contains("store.sslmode"), "{err}");
+        let err = Settings::load_from(None, env(&[("ZEDI__STORE__KIND", "postgres")])).unwrap_err();
         assert!(err.to_string().contains("store.database_url"), "{err}");
+    }
+
+    #[test]
+    fn database_url_selects_postgres() {
+        let s = Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u:p@h/db")])).unwrap();
+        assert_eq!(s.store_kind(), StoreKind::Postgres);
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://u:p@h/db"),
+                ("ZEDI__STORE__KIND", "embedded"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("store.kind"), "{err}");
     }
 
     #[test]
@@ -372,9 +431,20 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let s = Settings::load_from(None, env(&[("JWT_SECRET", "hunter2")])).unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("JWT_SECRET", "hunter2"),
+                ("DATABASE_URL", "postgres://u:pw1@h/db"),
+                ("DATABASE_PASSWORD", "pw2"),
+            ]),
+        )
+        .unwrap();
         let shown = s.redacted_toml();
-        assert!(!shown.contains("hunter2"));
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw1") && !shown.contains("pw2"),
+            "{shown}"
+        );
         assert!(shown.contains("<redacted>"));
         assert_eq!(
             redact_url("redis://:tok@h:6379"),

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::persistence::{Persistence, PersistenceConfig};
 use crate::registry::Registry;
 use crate::session::SessionContext;
-use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
+use crate::store::{MemoryStore, PgOptions, PgStore, SqliteStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -27,8 +27,6 @@ pub enum ServerError {
     },
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
-    #[error("store.kind = {0:?} is not available in this build")]
-    UnsupportedStore(StoreKind),
 }
 
 /// Longest wait, at shutdown, for accepted updates to become durable.
@@ -46,11 +44,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     } else {
         settings.server.node_id.clone()
     };
-    let store: Arc<dyn Store> = match settings.store.kind {
-        StoreKind::Embedded => Arc::new(SqliteStore::open(&settings.store.path)?),
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-        other => return Err(ServerError::UnsupportedStore(other)),
-    };
+    let store = open_store(&settings).await?;
     let persistence = Persistence::start(
         Arc::clone(&store),
         PersistenceConfig {
@@ -72,6 +66,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         Arc::clone(&metrics),
         DocumentConfig {
             unload_grace: Duration::from_millis(settings.documents.unload_grace_ms),
+            load_timeout: Duration::from_millis(settings.documents.load_timeout_ms),
             awareness_timeout: Duration::from_millis(settings.documents.awareness_timeout_ms),
             compact_after_updates: settings.store.compact_after_updates,
         },
@@ -114,7 +109,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         );
     }
     tracing::info!(
-        %node_id, %addr, store = store.kind(), path = %settings.store.path.display(),
+        %node_id, %addr, store = store.kind(),
         workers, document_threads, "zedi-sync listening"
     );
 
@@ -138,6 +133,47 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         arbiter.stop();
     }
     Ok(())
+}
+
+/// Opens the configured store. PostgreSQL is retried with backoff for `startup_timeout_ms`:
+/// nodes often start together with (or before) a database that is still coming up.
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
+    let s = &settings.store;
+    match settings.store_kind() {
+        StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreKind::Embedded | StoreKind::Auto => {
+            tracing::info!(path = %s.path.display(), "using the embedded store");
+            Ok(Arc::new(SqliteStore::open(&s.path)?))
+        }
+        StoreKind::Postgres => {
+            let options = PgOptions {
+                url: s.database_url.clone(),
+                password: Some(s.database_password.clone()).filter(|p| !p.is_empty()),
+                sslmode: Some(s.sslmode.clone()).filter(|m| !m.is_empty()),
+                ssl_root_cert: Some(s.ssl_root_cert.clone()).filter(|p| !p.as_os_str().is_empty()),
+                pool_size: s.pool_size,
+                connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+                legacy_table: Some(s.legacy_table.clone()).filter(|t| !t.is_empty()),
+            };
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_millis(s.startup_timeout_ms);
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match PgStore::connect(&options).await {
+                    Ok(store) => {
+                        tracing::info!("using the PostgreSQL store; schema is current");
+                        return Ok(Arc::new(store));
+                    }
+                    Err(error) if tokio::time::Instant::now() + delay < deadline => {
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL not ready");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -20,6 +20,9 @@ use crate::store::AppendItem;
 #[derive(Debug, Clone)]
 pub struct DocumentConfig {
     pub unload_grace: Duration,
+    /// How long a load keeps retrying a failing store before the document is declared
+    /// unavailable (sessions then get a CLOSE for it).
+    pub load_timeout: Duration,
     pub awareness_timeout: Duration,
     pub compact_after_updates: u64,
 }
@@ -196,9 +199,18 @@ impl DocumentActor {
         let reservation = match self.persistence.try_reserve() {
             Ok(r) => r,
             Err(_) => {
+                // Refuse, and close the socket: the provider keeps the edit, reconnects with
+                // backoff and sends it again in its SyncStep2 once the store has caught up.
                 self.metrics.writes_refused_total.inc();
                 tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
                 self.send_to(&key, &Message::SyncStatus(false));
+                if let Some(conn) = self.conns.get(&key) {
+                    conn.control.do_send(CloseSocket {
+                        code: 4205,
+                        reason: "store overloaded; reconnect later".into(),
+                    });
+                }
+                self.detach(&key);
                 return;
             }
         };
@@ -381,20 +393,37 @@ impl Actor for DocumentActor {
         let metrics = Arc::clone(&self.metrics);
         // `wait` holds the mailbox until the document is loaded, so no Join or update is seen
         // by a half-built document.
+        let load_timeout = self.config.load_timeout;
         ctx.wait(
             async move {
-                let started = Instant::now();
-                let stored = store.load(&name).await;
-                metrics
-                    .store_seconds
-                    .with_label_values(&["load"])
-                    .observe(started.elapsed().as_secs_f64());
-                let fence = store.next_fence(&name).await;
-                (stored, fence)
+                // A store that is restarting gets a few seconds before the open fails.
+                let deadline = Instant::now() + load_timeout;
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    let started = Instant::now();
+                    let stored = store.load(&name).await;
+                    metrics
+                        .store_seconds
+                        .with_label_values(&["load"])
+                        .observe(started.elapsed().as_secs_f64());
+                    let result = match stored {
+                        Ok(stored) => store.next_fence(&name).await.map(|fence| (stored, fence)),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Err(error) if Instant::now() + delay < deadline => {
+                            metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
+                            tracing::warn!(document = %name, %error, "load failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                        other => break other,
+                    }
+                }
             }
             .into_actor(self)
-            .map(|(stored, fence), act, ctx| match (stored, fence) {
-                (Ok(stored), Ok(fence)) => {
+            .map(|result, act, ctx| match result {
+                Ok((stored, fence)) => {
                     let (state, skipped) = DocumentState::restore(&stored);
                     if skipped > 0 {
                         act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
@@ -415,7 +444,7 @@ impl Actor for DocumentActor {
                         act.state.awareness.prune_removed(now, timeout.as_millis() as u64 * 2);
                     });
                 }
-                (Err(error), _) | (_, Err(error)) => {
+                Err(error) => {
                     act.metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
                     tracing::error!(document = %act.name, %error, "cannot load document");
                     act.phase = Phase::Unloading;

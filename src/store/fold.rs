@@ -26,3 +26,12 @@ pub fn fold_updates<'a>(
     let txn = doc.transact();
     Ok(txn.encode_state_as_update_v1(&StateVector::default()))
 }
+
+/// The encoded state vector of a folded state, stored beside it so a peer's diff can later be
+/// computed without decoding the whole snapshot. Empty when the state does not decode.
+pub fn state_vector_of(state: &[u8]) -> Vec<u8> {
+    use yrs::updates::encoder::Encode;
+    Update::decode_v1(state)
+        .map(|u| u.state_vector().encode_v1())
+        .unwrap_or_default()
+}

@@ -14,13 +14,17 @@
 
 mod fold;
 mod memory;
+mod pg_tls;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use fold::fold_updates;
+pub use fold::{fold_updates, state_vector_of};
 pub use memory::MemoryStore;
+pub use pg_tls::SslMode;
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Error)]

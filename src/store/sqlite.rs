@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates};
+use super::{
+    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates, state_vector_of,
+};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last one applied.
 const MIGRATIONS: &[&str] = &[
@@ -269,14 +271,4 @@ impl Store for SqliteStore {
         })
         .await
     }
-}
-
-/// The encoded state vector of a folded state, stored beside it so a peer's diff can later be
-/// computed without decoding the whole snapshot.
-fn state_vector_of(state: &[u8]) -> Vec<u8> {
-    use yrs::updates::decoder::Decode;
-    use yrs::updates::encoder::Encode;
-    yrs::Update::decode_v1(state)
-        .map(|u| u.state_vector().encode_v1())
-        .unwrap_or_default()
 }

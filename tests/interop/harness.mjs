@@ -640,22 +640,28 @@ export function describeFrame(f) {
 
 /**
  * A raw `ws` client that records every frame it receives and how its socket closed.
- * `answerPings` (default true) answers a one-byte Ping with a one-byte Pong, like the v4 provider.
+ * `answerPings` (default true) answers a one-byte Ping with a one-byte Pong, like the v4 provider;
+ * `autoPong` (default true) answers WebSocket-level pings, like every browser.
  */
 export class RawClient {
-  static async connect(url, { answerPings = true, timeout = 5_000, path: urlPath = '/' } = {}) {
-    const client = new RawClient(`${url}${urlPath}`, answerPings);
+  static async connect(url, { answerPings = true, autoPong = true, timeout = 5_000, path: urlPath = '/' } = {}) {
+    const client = new RawClient(`${url}${urlPath}`, answerPings, autoPong);
     track(client);
     await withTimeout(client.opened, timeout, `raw client to open ${url}`);
     return client;
   }
 
-  constructor(url, answerPings) {
+  constructor(url, answerPings, autoPong) {
     this.frames = [];
     this.waiters = new Set();
     this.closeInfo = null;
     this.pingsReceived = 0;
-    this.ws = new WebSocket(url, { perMessageDeflate: false });
+    this.wsPingsReceived = 0;
+    // autoPong: false leaves WebSocket-level pings unanswered (ws answers them by default).
+    this.ws = new WebSocket(url, { perMessageDeflate: false, autoPong });
+    this.ws.on('ping', () => {
+      this.wsPingsReceived += 1;
+    });
     this.ws.binaryType = 'nodebuffer';
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', resolve);
