@@ -174,7 +174,10 @@ impl SessionActor {
 
     fn remove_slot(&mut self, address: &str) {
         match self.docs.remove(address) {
-            Some(Slot::Open { doc, key }) => doc.do_send(Leave { key }),
+            Some(Slot::Open { doc, key }) => doc.do_send(Leave {
+                key,
+                acknowledge: false,
+            }),
             Some(Slot::AwaitingAuth { queue } | Slot::Joining { queue }) => self.release(&queue),
             None => {}
         }
@@ -429,7 +432,7 @@ impl SessionActor {
             attempt_join
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(doc) => act.joined(address, doc, key, ctx),
+                    Ok(doc) => act.joined(address, doc, key),
                     Err(JoinError::Unloading) if attempt < MAX_JOIN_ATTEMPTS => {
                         act.join(address, read_only, attempt + 1, ctx);
                     }
@@ -443,18 +446,15 @@ impl SessionActor {
         );
     }
 
-    fn joined(
-        &mut self,
-        address: Arc<str>,
-        doc: Addr<DocumentActor>,
-        key: ConnKey,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn joined(&mut self, address: Arc<str>, doc: Addr<DocumentActor>, key: ConnKey) {
         let queue = match self.docs.remove(&address) {
             Some(Slot::Joining { queue }) => queue,
             // The socket detached the document while it was loading.
             _ => {
-                doc.do_send(Leave { key });
+                doc.do_send(Leave {
+                    key,
+                    acknowledge: false,
+                });
                 return;
             }
         };
@@ -466,8 +466,10 @@ impl SessionActor {
                     input,
                 }),
                 Queued::Close => {
-                    doc.do_send(Leave { key });
-                    self.send(ctx, &address, &Message::Close(Some("provider_initiated")));
+                    doc.do_send(Leave {
+                        key,
+                        acknowledge: true,
+                    });
                     return;
                 }
             }
@@ -483,9 +485,14 @@ impl SessionActor {
     ) {
         match self.docs.get(&address) {
             Some(Slot::Open { .. }) => {
-                self.remove_slot(&address);
-                // As Hocuspocus: acknowledge the detach, keep the socket for other documents.
-                self.send(ctx, &address, &Message::Close(Some("provider_initiated")));
+                // The document actor answers CLOSE after everything it still owes this
+                // attachment (e.g. the echo of the provider's last awareness), keeping order.
+                if let Some(Slot::Open { doc, key }) = self.docs.remove(&address) {
+                    doc.do_send(Leave {
+                        key,
+                        acknowledge: true,
+                    });
+                }
             }
             Some(Slot::Joining { .. }) => self.route(address, Queued::Close, size, ctx),
             Some(Slot::AwaitingAuth { .. }) => self.remove_slot(&address),
@@ -531,7 +538,10 @@ impl Actor for SessionActor {
         self.shared.metrics.connections_open.dec();
         for (_, slot) in self.docs.drain() {
             if let Slot::Open { doc, key } = slot {
-                doc.do_send(Leave { key });
+                doc.do_send(Leave {
+                    key,
+                    acknowledge: false,
+                });
             }
         }
     }

@@ -69,6 +69,8 @@ pub struct FromSession {
 #[rtype(result = "()")]
 pub struct Leave {
     pub key: ConnKey,
+    /// Answer with CLOSE `provider_initiated` (the provider asked to detach), as Hocuspocus does.
+    pub acknowledge: bool,
 }
 
 struct Conn {
@@ -528,6 +530,9 @@ impl Handler<Leave> for DocumentActor {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        if msg.acknowledge {
+            self.send_to(&msg.key, &Message::Close(Some("provider_initiated")));
+        }
         self.detach(&msg.key);
         self.maybe_schedule_unload(ctx);
     }
