@@ -48,10 +48,14 @@ start() {
     mkdir -p "$dir"
     chmod 755 "$dir"
     make_certs "$dir"
-    [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
+    if [ "$(id -u)" = 0 ]; then
+      chown -R postgres "$dir"
+      runuser -u postgres -- test -x "$dir" ||
+        { echo "pg-cluster.sh: $dir is not reachable by the postgres user (check its parents' modes)" >&2; exit 1; }
+    fi
     # Local socket: trust (to set the password); TCP: a real password check (scram).
     as_pg "$BIN/initdb" -D "$dir/data" --auth-local=trust --auth-host=scram-sha-256 -U postgres \
-      --no-sync -E UTF8 >"$dir/initdb.log" 2>&1
+      --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     free_port >"$dir/port"
   fi
   port=$(cat "$dir/port")

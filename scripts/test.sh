@@ -3,6 +3,8 @@
 #   - Rust unit tests (protocol, awareness, config, stores, persistence, document rules),
 #   - Rust integration tests that run the real daemon binary on free loopback ports,
 #   - Node interop tests: the real @hocuspocus/provider, yjs and ws against the daemon.
+# Tests that need PostgreSQL start their own throwaway cluster (scripts/pg-cluster.sh: initdb as
+# the unprivileged postgres user, a free loopback port, fsync off, TLS on) and remove it after.
 # It installs what is missing (npm packages from the committed lockfile) and leaves no process
 # behind. Usage: scripts/test.sh
 set -euo pipefail
@@ -14,6 +16,20 @@ step "toolchain"
 cargo --version
 node --version
 npm --version
+
+step "system packages (PostgreSQL server binaries for throwaway test clusters, openssl for their TLS)"
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing packages: ${need[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+fi
 
 step "npm packages for the interop tests (exact versions from package-lock.json)"
 if [ ! -d tests/interop/node_modules ] || ! diff -q tests/interop/package-lock.json tests/interop/node_modules/.package-lock.json >/dev/null 2>&1; then

@@ -14,7 +14,7 @@ use crate::persistence::Persistence;
 use crate::protocol::{Message, SyncMessage, encode_body, prepend_address};
 use crate::registry::{Registry, Unregister};
 use crate::session::{CloseSocket, Outbound};
-use crate::store::AppendItem;
+use crate::store::{AppendItem, StoreError};
 
 /// Document-actor tunables, from `[documents]` and `[store]`.
 #[derive(Debug, Clone)]
@@ -413,7 +413,8 @@ impl Actor for DocumentActor {
                         Err(e) => Err(e),
                     };
                     match result {
-                        Err(error) if Instant::now() + delay < deadline => {
+                        // Only a backend failure can heal by waiting; corrupt data will not.
+                        Err(error @ StoreError::Backend(_)) if Instant::now() + delay < deadline => {
                             metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
                             tracing::warn!(document = %name, %error, "load failed; retrying");
                             tokio::time::sleep(delay).await;

@@ -15,6 +15,7 @@ pub fn text_update(client: u64, text: &str) -> bytes::Bytes {
     bytes::Bytes::from(txn.encode_update_v1())
 }
 
+/// The Y.Text "t" of a stored document.
 pub fn render(stored: &super::StoredDocument) -> String {
     use yrs::updates::decoder::Decode;
     let doc = yrs::Doc::new();
@@ -34,6 +35,7 @@ fn item(name: &str, update: bytes::Bytes) -> AppendItem {
     }
 }
 
+/// Runs the whole contract on an empty store; panics on the first broken rule.
 pub async fn run(store: &dyn Store) {
     // Unknown document: empty.
     let empty = store.load("nothing").await.unwrap();
@@ -87,11 +89,13 @@ pub async fn run(store: &dyn Store) {
     assert_eq!(render(&store.load("a").await.unwrap()).len(), 3);
 }
 
+#[cfg(test)]
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     run(&super::MemoryStore::new()).await;
 }
 
+#[cfg(test)]
 #[tokio::test]
 async fn sqlite_store_keeps_the_contract_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,6 +110,7 @@ async fn sqlite_store_keeps_the_contract_and_survives_reopen() {
     assert_eq!(render(&store.load("b").await.unwrap()), "y");
 }
 
+#[cfg(test)]
 #[test]
 fn fold_keeps_pending_updates() {
     // An update whose predecessor is missing stays pending; folding must not drop it.

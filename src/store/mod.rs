@@ -96,5 +96,7 @@ pub trait Store: Send + Sync + 'static {
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError>;
 }
 
-#[cfg(test)]
-pub(crate) mod contract;
+/// The behaviour every `Store` must have, as a reusable check (the PostgreSQL integration tests
+/// run it against a real server).
+#[doc(hidden)]
+pub mod contract;

@@ -74,8 +74,20 @@ pub struct PgStore {
     legacy_table: Option<String>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// The error with its whole `source()` chain: deadpool and tokio-postgres wrap the useful part
+/// (a refused certificate, a wrong password) a few levels down.
+fn backend(e: impl std::error::Error) -> StoreError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = inner.source();
+    }
+    StoreError::Backend(message)
 }
 
 /// Pulls the TLS parameters out of a URL's query string, because tokio-postgres knows only
@@ -180,10 +192,10 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Backend(format!("database unavailable: {e}")))
+        self.pool.get().await.map_err(|e| match backend(e) {
+            StoreError::Backend(m) => StoreError::Backend(format!("database unavailable: {m}")),
+            other => other,
+        })
     }
 
     /// Applies missing migrations under a global advisory lock; returns the schema version.
@@ -247,13 +259,15 @@ impl PgStore {
         let Some(content) = row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) else {
             return Ok(false);
         };
-        // Validate before storing: an undecodable legacy row must not become our snapshot.
-        let folded = fold_updates(Some(&content), std::iter::empty()).map_err(|reason| {
-            StoreError::Corrupt {
-                name: name.to_string(),
-                reason: format!("legacy {table} row: {reason}"),
+        // Validate before storing: an undecodable legacy row must not become our snapshot. The
+        // document then opens empty (the legacy row stays as it was, for someone to look at).
+        let folded = match fold_updates(Some(&content), std::iter::empty()) {
+            Ok(folded) => folded,
+            Err(reason) => {
+                tracing::error!(document = %name, table = %table, %reason, "legacy document is not a valid Yjs update; not imported");
+                return Ok(false);
             }
-        })?;
+        };
         let inserted = client
             .execute(
                 "INSERT INTO zedi_snapshots (name, state, state_vector, fence) VALUES ($1, $2, $3, 0)

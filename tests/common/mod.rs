@@ -2,6 +2,8 @@
 //! over real sockets. Every process is killed on drop; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
