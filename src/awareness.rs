@@ -27,7 +27,13 @@ pub enum AwarenessError {
     NotJson(u64),
     #[error("awareness update lists {0} clients, more than the limit")]
     TooManyClients(u64),
+    #[error("awareness clock or client id {0} is beyond what a JavaScript client can hold")]
+    OutOfRange(u64),
 }
+
+/// JavaScript's `Number.MAX_SAFE_INTEGER`: lib0 decodes varUints into numbers, so a peer can
+/// never legitimately send more, and keeping clocks below it leaves room to increment them.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Most clients one update may carry; a provider sends one, a server replay sends all of a
 /// document's, so this only stops absurd counts.
@@ -45,6 +51,11 @@ pub fn decode_update(bytes: &[u8]) -> Result<Vec<Entry<'_>>, AwarenessError> {
     for _ in 0..n {
         let client_id = r.read_var_uint()?;
         let clock = r.read_var_uint()?;
+        for value in [client_id, clock] {
+            if value > MAX_SAFE_INTEGER {
+                return Err(AwarenessError::OutOfRange(value));
+            }
+        }
         let state = r.read_var_string()?;
         if serde_json::from_str::<serde::de::IgnoredAny>(state).is_err() {
             return Err(AwarenessError::NotJson(client_id));
@@ -157,7 +168,7 @@ impl AwarenessTable {
                 && meta.state.is_some()
             {
                 meta.state = None;
-                meta.clock += 1;
+                meta.clock = meta.clock.saturating_add(1);
                 meta.last_updated_ms = now_ms;
                 removed.push(id);
             }
@@ -297,6 +308,23 @@ mod tests {
         assert_eq!(table.live_count(), 1);
         table.prune_removed(100_000, 30_000);
         assert_eq!(table.encode(&[1]), update(&[]));
+    }
+
+    #[test]
+    fn huge_clocks_are_refused_instead_of_overflowing_later() {
+        // Found while fuzzing: client 1 at clock u64::MAX, then its connection closes.
+        let bytes = [
+            0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02, 0x7b,
+            0x7d,
+        ];
+        assert_eq!(
+            decode_update(&bytes),
+            Err(AwarenessError::OutOfRange(u64::MAX))
+        );
+        let mut table = AwarenessTable::new();
+        let max = update(&[(1, MAX_SAFE_INTEGER, "{}")]);
+        table.apply(&decode_update(&max).unwrap(), 0);
+        assert_eq!(table.remove([1], 1), vec![1]);
     }
 
     #[test]
