@@ -19,6 +19,7 @@ const LEGACY_ENV: &[(&str, &str)] = &[
     ("JWT_SECRET", "auth.jwt_secret"),
     ("COGNITO_USER_POOL_ID", "auth.cognito_user_pool_id"),
     ("COGNITO_REGION", "auth.cognito_region"),
+    ("ALLOWED_ORIGINS", "server.allowed_origins"),
 ];
 
 #[derive(Debug, Error)]
@@ -57,6 +58,18 @@ pub struct ServerSettings {
     pub node_id: String,
     pub workers: usize,
     pub document_threads: usize,
+    pub allowed_origins: String,
+}
+
+impl ServerSettings {
+    /// The allow-list, parsed; empty means any origin.
+    pub fn origins(&self) -> Vec<String> {
+        self.allowed_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +112,9 @@ pub struct DocumentSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
+    Auto,
     Off,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +124,58 @@ pub struct AuthSettings {
     pub jwt_secret: String,
     pub cognito_user_pool_id: String,
     pub cognito_region: String,
+    pub issuer: String,
+    pub jwks_url: String,
+    pub audiences: String,
+    pub token_use: String,
+    pub leeway_secs: u64,
+    pub jwks_timeout_ms: u64,
+    pub jwks_min_refresh_interval_ms: u64,
+    pub jwks_max_age_secs: u64,
+    pub refresh_grace_ms: u64,
+    pub default_access: crate::auth::DefaultAccess,
+    pub documents_claim: String,
+    pub groups_claim: String,
+    pub readonly_groups: String,
+    pub readonly_claim: String,
+}
+
+impl AuthSettings {
+    /// `auto` resolved: JWT as soon as any way to verify a token is configured, so the old task
+    /// definition (which sets JWT_SECRET / COGNITO_*) never runs without auth by accident.
+    pub fn effective_mode(&self) -> AuthMode {
+        match self.mode {
+            AuthMode::Auto if !self.jwt_secret.is_empty() || self.effective_issuer().is_some() => {
+                AuthMode::Jwt
+            }
+            AuthMode::Auto => AuthMode::Off,
+            other => other,
+        }
+    }
+
+    /// The RS256 issuer: explicit, or Cognito's from region + pool id.
+    pub fn effective_issuer(&self) -> Option<String> {
+        if !self.issuer.trim().is_empty() {
+            return Some(self.issuer.trim().trim_end_matches('/').to_string());
+        }
+        if self.cognito_user_pool_id.is_empty() {
+            return None;
+        }
+        let region = if self.cognito_region.is_empty() {
+            // Pool ids look like "eu-west-1_AbCdEf": the region is the part before '_'.
+            self.cognito_user_pool_id
+                .split('_')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            self.cognito_region.clone()
+        };
+        Some(format!(
+            "https://cognito-idp.{region}.amazonaws.com/{}",
+            self.cognito_user_pool_id
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,6 +343,27 @@ impl Settings {
                 "must be > 0 and shorter than timeouts.idle_ms",
             ));
         }
+        if self.auth.mode == AuthMode::Jwt
+            && self.auth.jwt_secret.is_empty()
+            && self.auth.effective_issuer().is_none()
+        {
+            return Err(invalid(
+                "auth.mode",
+                "is \"jwt\" but neither auth.jwt_secret (JWT_SECRET) nor a Cognito pool / auth.issuer is set",
+            ));
+        }
+        if !matches!(self.auth.token_use.as_str(), "" | "id" | "access") {
+            return Err(invalid(
+                "auth.token_use",
+                "must be \"id\", \"access\" or empty",
+            ));
+        }
+        if self.auth.jwks_min_refresh_interval_ms == 0 || self.auth.jwks_timeout_ms == 0 {
+            return Err(invalid(
+                "auth.jwks_min_refresh_interval_ms",
+                "JWKS intervals and timeouts must be > 0",
+            ));
+        }
         if self.documents.awareness_timeout_ms < 1000 {
             return Err(invalid(
                 "documents.awareness_timeout_ms",
@@ -356,7 +444,7 @@ mod tests {
         assert_eq!(s.server.port, 1234);
         assert_eq!(s.server.host, "0.0.0.0");
         assert_eq!(s.store_kind(), StoreKind::Embedded);
-        assert_eq!(s.auth.mode, AuthMode::Off);
+        assert_eq!(s.auth.effective_mode(), AuthMode::Off);
     }
 
     #[test]
@@ -403,6 +491,36 @@ mod tests {
         assert!(err.to_string().contains("store.sslmode"), "{err}");
         let err = Settings::load_from(None, env(&[("ZEDI__STORE__KIND", "postgres")])).unwrap_err();
         assert!(err.to_string().contains("store.database_url"), "{err}");
+    }
+
+    #[test]
+    fn the_task_definition_env_turns_auth_on() {
+        let s = Settings::load_from(None, env(&[("JWT_SECRET", "x")])).unwrap();
+        assert_eq!(s.auth.effective_mode(), AuthMode::Jwt);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("COGNITO_USER_POOL_ID", "eu-west-1_Abc"),
+                ("COGNITO_REGION", "eu-west-1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.auth.effective_mode(), AuthMode::Jwt);
+        assert_eq!(
+            s.auth.effective_issuer().as_deref(),
+            Some("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc")
+        );
+        let err = Settings::load_from(None, env(&[("ZEDI__AUTH__MODE", "jwt")])).unwrap_err();
+        assert!(err.to_string().contains("auth.mode"), "{err}");
+        let s = Settings::load_from(
+            None,
+            env(&[("ALLOWED_ORIGINS", "https://a.example, https://b.example/")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.server.origins(),
+            vec!["https://a.example", "https://b.example"]
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct AppState {
     pub persistence: Persistence,
     pub sessions: Arc<SessionContext>,
     pub max_frame_bytes: usize,
+    /// Origins allowed to upgrade; empty: any.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,18 @@ async fn upgrade(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
         return Ok(HttpResponse::NotFound().body("zedi-sync: connect with a WebSocket\n"));
+    }
+    // Browsers always send Origin; a client without one is not a browser page, so the
+    // cross-site concern the allow-list addresses does not apply to it.
+    if !state.allowed_origins.is_empty()
+        && let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+        if !state.allowed_origins.iter().any(|o| o == origin) {
+            state.metrics.origin_rejections_total.inc();
+            tracing::info!(%origin, "WebSocket upgrade refused: origin not allowed");
+            return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
+        }
     }
     let session = SessionActor::new(Arc::clone(&state.sessions));
     ws::WsResponseBuilder::new(session, &req, stream)

@@ -38,6 +38,9 @@ pub struct Metrics {
     /// labels: reason
     pub closes_total: IntCounterVec,
     pub writes_refused_total: IntCounter,
+    /// labels: result (read_write, readonly, denied_policy, expired, bad_signature, ...)
+    pub auth_results_total: IntCounterVec,
+    pub origin_rejections_total: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -151,6 +154,17 @@ impl Metrics {
                 &r,
                 "writes_refused_total",
                 "Updates refused because the store queue was full.",
+            ),
+            auth_results_total: counter_vec(
+                &r,
+                "auth_results_total",
+                "Token decisions per document by result (failure reason when refused).",
+                &["result"],
+            ),
+            origin_rejections_total: counter(
+                &r,
+                "origin_rejections_total",
+                "WebSocket upgrades refused because of their Origin.",
             ),
             registry: r,
         })

@@ -25,6 +25,8 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("invalid auth settings: {0}")]
+    Auth(String),
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -72,13 +74,15 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         },
     )
     .start();
+    let authorizer = Authorizer::from_settings(&settings.auth).map_err(ServerError::Auth)?;
     let sessions = Arc::new(SessionContext {
         registry,
         metrics: Arc::clone(&metrics),
-        authorizer: Authorizer::new(settings.auth.mode),
+        authorizer: authorizer.clone(),
         limits: settings.limits.clone(),
         idle_timeout: Duration::from_millis(settings.timeouts.idle_ms),
         ping_interval: Duration::from_millis(settings.timeouts.ping_interval_ms),
+        refresh_grace: Duration::from_millis(settings.auth.refresh_grace_ms),
     });
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
@@ -86,6 +90,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         persistence: persistence.clone(),
         sessions,
         max_frame_bytes: settings.limits.max_frame_bytes,
+        allowed_origins: settings.server.origins(),
     });
     let addr = format!("{}:{}", settings.server.host, settings.server.port);
     let workers = match settings.server.workers {

@@ -73,6 +73,14 @@ pub struct Leave {
     pub acknowledge: bool,
 }
 
+/// The connection's token was refreshed and now grants a different scope.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetAccess {
+    pub key: ConnKey,
+    pub read_only: bool,
+}
+
 struct Conn {
     outbox: Recipient<Outbound>,
     control: Recipient<CloseSocket>,
@@ -536,5 +544,15 @@ impl Handler<Leave> for DocumentActor {
         }
         self.detach(&msg.key);
         self.maybe_schedule_unload(ctx);
+    }
+}
+
+impl Handler<SetAccess> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAccess, _: &mut Self::Context) {
+        if let Some(conn) = self.conns.get_mut(&msg.key) {
+            conn.read_only = msg.read_only;
+        }
     }
 }

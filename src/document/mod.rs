@@ -4,7 +4,9 @@
 mod actor;
 mod state;
 
-pub use actor::{DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput};
+pub use actor::{
+    DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
+};
 pub use state::{Applied, DocError, DocumentState};
 
 use std::sync::Arc;

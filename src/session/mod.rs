@@ -1,6 +1,10 @@
 //! One actor per WebSocket. It decodes frames, keeps per-document connection state (waiting for
 //! auth, joining, open), queues what arrives before a document is ready, answers pings, and
 //! relays to and from document actors. It never touches a document itself.
+//!
+//! The per-document state machine (auth, join, token refresh, detach) is in [`documents`].
+
+mod documents;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,18 +15,15 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use bytes::Bytes;
 
-use crate::auth::{Access, Authorizer};
+use crate::auth::Authorizer;
 use crate::config::Limits;
-use crate::document::{ConnKey, DocumentActor, FromSession, Join, JoinError, Leave, SessionInput};
+use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
 use crate::metrics::Metrics;
 use crate::protocol::{
     self, AuthMessage, FrameError, Message, MessageType, PING_FRAME, PONG_FRAME, Packet,
-    SCOPE_READ_ONLY, SCOPE_READ_WRITE, SyncMessage, document_name,
+    SyncMessage, document_name,
 };
-use crate::registry::{Open, Registry};
-
-/// How often a join that raced with an unloading document is retried before giving up.
-const MAX_JOIN_ATTEMPTS: u32 = 5;
+use crate::registry::Registry;
 /// WebSocket close reasons are limited to 123 bytes by RFC 6455.
 const MAX_CLOSE_REASON: usize = 123;
 
@@ -52,6 +53,8 @@ pub struct SessionContext {
     pub limits: Limits,
     pub idle_timeout: Duration,
     pub ping_interval: Duration,
+    /// Time a provider gets to answer a token refresh request before the document is closed.
+    pub refresh_grace: Duration,
 }
 
 enum Queued {
@@ -59,15 +62,33 @@ enum Queued {
     Close,
 }
 
+/// Per-document state of this socket.
 enum Slot {
-    /// Frames arrived before the Auth message.
-    AwaitingAuth { queue: Vec<(Queued, usize)> },
+    /// Frames arrived before the Auth message, or while its token is being checked
+    /// (`deciding`). Nothing of the document has been sent yet.
+    AwaitingAuth {
+        queue: Vec<(Queued, usize)>,
+        deciding: bool,
+    },
     /// Authorised; the document actor is being found or loaded.
-    Joining { queue: Vec<(Queued, usize)> },
+    Joining {
+        queue: Vec<(Queued, usize)>,
+        grant: Grant,
+    },
     Open {
         doc: Addr<DocumentActor>,
         key: ConnKey,
+        grant: Grant,
     },
+}
+
+/// What the last accepted token granted on one document.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    read_only: bool,
+    expires_at: Option<std::time::SystemTime>,
+    /// Tells a stale expiry timer from the current one after a refresh.
+    generation: u64,
 }
 
 pub struct SessionActor {
@@ -81,6 +102,7 @@ pub struct SessionActor {
     speaks_v4_ping: bool,
     fragments: Option<Vec<u8>>,
     closing: bool,
+    next_generation: u64,
 }
 
 fn truncate_reason(reason: &str) -> String {
@@ -103,10 +125,16 @@ impl SessionActor {
             speaks_v4_ping: false,
             fragments: None,
             closing: false,
+            next_generation: 1,
         }
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, address: &str, message: &Message<'_>) {
+    pub(super) fn send(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        address: &str,
+        message: &Message<'_>,
+    ) {
         let frame = protocol::encode(address, message);
         self.shared
             .metrics
@@ -138,7 +166,7 @@ impl SessionActor {
     }
 
     /// Bad input at socket level: count it, log it once, close with the matching code.
-    fn protocol_error(
+    pub(super) fn protocol_error(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         kind: &'static str,
@@ -157,7 +185,7 @@ impl SessionActor {
     }
 
     /// Detaches one document and tells the client why, keeping the socket open.
-    fn close_document(
+    pub(super) fn close_document(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         address: &str,
@@ -170,22 +198,6 @@ impl SessionActor {
             .with_label_values(&["document"])
             .inc();
         self.send(ctx, address, &Message::Close(Some(reason)));
-    }
-
-    fn remove_slot(&mut self, address: &str) {
-        match self.docs.remove(address) {
-            Some(Slot::Open { doc, key }) => doc.do_send(Leave {
-                key,
-                acknowledge: false,
-            }),
-            Some(Slot::AwaitingAuth { queue } | Slot::Joining { queue }) => self.release(&queue),
-            None => {}
-        }
-    }
-
-    fn release(&mut self, queue: &[(Queued, usize)]) {
-        self.queued_messages -= queue.len();
-        self.queued_bytes -= queue.iter().map(|(_, n)| n).sum::<usize>();
     }
 
     fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
@@ -269,237 +281,6 @@ impl SessionActor {
         self.route(address, Queued::Input(input), size, ctx);
     }
 
-    fn route(
-        &mut self,
-        address: Arc<str>,
-        item: Queued,
-        size: usize,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        let pending_docs = self
-            .docs
-            .values()
-            .filter(|s| !matches!(s, Slot::Open { .. }))
-            .count();
-        let slot = match self.docs.get_mut(&address) {
-            Some(Slot::Open { doc, key }) => {
-                if let Queued::Input(input) = item {
-                    doc.do_send(FromSession {
-                        key: key.clone(),
-                        input,
-                    });
-                }
-                return;
-            }
-            Some(slot) => slot,
-            None => {
-                if pending_docs >= self.shared.limits.max_documents_per_connection {
-                    return self.protocol_error(
-                        ctx,
-                        "preauth_limit",
-                        4205,
-                        "too many documents waiting for authentication",
-                    );
-                }
-                self.docs
-                    .entry(Arc::clone(&address))
-                    .or_insert(Slot::AwaitingAuth { queue: Vec::new() })
-            }
-        };
-        if let Slot::AwaitingAuth { queue } | Slot::Joining { queue } = slot {
-            queue.push((item, size));
-        }
-        self.queued_messages += 1;
-        self.queued_bytes += size;
-        if self.queued_messages > self.shared.limits.max_preauth_messages
-            || self.queued_bytes > self.shared.limits.max_preauth_bytes
-        {
-            self.protocol_error(
-                ctx,
-                "preauth_limit",
-                4205,
-                "too much data before authentication",
-            );
-        }
-    }
-
-    fn authenticate(
-        &mut self,
-        address: Arc<str>,
-        token: &str,
-        provider_version: Option<&str>,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        if let Some(major) = provider_version.and_then(|v| v.split('.').next()?.parse::<u32>().ok())
-        {
-            self.speaks_v4_ping |= major >= 4;
-        }
-        let name = document_name(&address).to_string();
-        let access = self.shared.authorizer.decide(token, &name);
-        let read_only = match access {
-            Access::Denied { reason } => {
-                self.remove_slot(&address);
-                self.send(
-                    ctx,
-                    &address,
-                    &Message::Auth(AuthMessage::PermissionDenied { reason: &reason }),
-                );
-                return;
-            }
-            Access::ReadOnly => true,
-            Access::ReadWrite => false,
-        };
-        let scope = if read_only {
-            SCOPE_READ_ONLY
-        } else {
-            SCOPE_READ_WRITE
-        };
-        let queue = match self.docs.remove(&address) {
-            Some(slot @ (Slot::Open { .. } | Slot::Joining { .. })) => {
-                // A repeated Auth (token refresh) on an attached document: confirm, keep going.
-                self.docs.insert(Arc::clone(&address), slot);
-                self.send(
-                    ctx,
-                    &address,
-                    &Message::Auth(AuthMessage::Authenticated { scope }),
-                );
-                return;
-            }
-            Some(Slot::AwaitingAuth { queue }) => queue,
-            None => Vec::new(),
-        };
-        let attached = self
-            .docs
-            .values()
-            .filter(|s| !matches!(s, Slot::AwaitingAuth { .. }))
-            .count();
-        if attached >= self.shared.limits.max_documents_per_connection {
-            self.release(&queue);
-            self.shared.metrics.protocol_error("too_many_documents");
-            self.send(
-                ctx,
-                &address,
-                &Message::Auth(AuthMessage::PermissionDenied {
-                    reason: "too many documents on this connection",
-                }),
-            );
-            return;
-        }
-        // Authenticated goes out at once: the provider counts its first reply as "connected".
-        self.send(
-            ctx,
-            &address,
-            &Message::Auth(AuthMessage::Authenticated { scope }),
-        );
-        self.docs
-            .insert(Arc::clone(&address), Slot::Joining { queue });
-        self.join(address, read_only, 1, ctx);
-    }
-
-    fn join(
-        &mut self,
-        address: Arc<str>,
-        read_only: bool,
-        attempt: u32,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        let registry = self.shared.registry.clone();
-        let key = ConnKey {
-            session: self.id,
-            address: Arc::clone(&address),
-        };
-        let me = ctx.address();
-        let join = Join {
-            key: key.clone(),
-            outbox: me.clone().recipient(),
-            control: me.recipient(),
-            read_only,
-        };
-        let name: Arc<str> = Arc::from(document_name(&address));
-        let attempt_join = async move {
-            let doc = registry
-                .send(Open { name })
-                .await
-                .map_err(|_| JoinError::Unavailable)?;
-            match doc.send(join).await {
-                Ok(Ok(())) => Ok(doc),
-                Ok(Err(e)) => Err(e),
-                // The actor stopped with our Join in its mailbox: it was unloading.
-                Err(_) => Err(JoinError::Unloading),
-            }
-        };
-        ctx.spawn(
-            attempt_join
-                .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(doc) => act.joined(address, doc, key),
-                    Err(JoinError::Unloading) if attempt < MAX_JOIN_ATTEMPTS => {
-                        act.join(address, read_only, attempt + 1, ctx);
-                    }
-                    Err(error) => {
-                        tracing::warn!(session = act.id, %error, "cannot open document");
-                        if act.docs.contains_key(&address) {
-                            act.close_document(ctx, &address, "document unavailable");
-                        }
-                    }
-                }),
-        );
-    }
-
-    fn joined(&mut self, address: Arc<str>, doc: Addr<DocumentActor>, key: ConnKey) {
-        let queue = match self.docs.remove(&address) {
-            Some(Slot::Joining { queue }) => queue,
-            // The socket detached the document while it was loading.
-            _ => {
-                doc.do_send(Leave {
-                    key,
-                    acknowledge: false,
-                });
-                return;
-            }
-        };
-        self.release(&queue);
-        for (item, _) in queue {
-            match item {
-                Queued::Input(input) => doc.do_send(FromSession {
-                    key: key.clone(),
-                    input,
-                }),
-                Queued::Close => {
-                    doc.do_send(Leave {
-                        key,
-                        acknowledge: true,
-                    });
-                    return;
-                }
-            }
-        }
-        self.docs.insert(address, Slot::Open { doc, key });
-    }
-
-    fn client_close(
-        &mut self,
-        address: Arc<str>,
-        size: usize,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        match self.docs.get(&address) {
-            Some(Slot::Open { .. }) => {
-                // The document actor answers CLOSE after everything it still owes this
-                // attachment (e.g. the echo of the provider's last awareness), keeping order.
-                if let Some(Slot::Open { doc, key }) = self.docs.remove(&address) {
-                    doc.do_send(Leave {
-                        key,
-                        acknowledge: true,
-                    });
-                }
-            }
-            Some(Slot::Joining { .. }) => self.route(address, Queued::Close, size, ctx),
-            Some(Slot::AwaitingAuth { .. }) => self.remove_slot(&address),
-            None => {}
-        }
-    }
-
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.last_seen.elapsed() >= self.shared.idle_timeout {
             tracing::info!(session = self.id, "closing idle connection");
@@ -537,7 +318,7 @@ impl Actor for SessionActor {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.shared.metrics.connections_open.dec();
         for (_, slot) in self.docs.drain() {
-            if let Slot::Open { doc, key } = slot {
+            if let Slot::Open { doc, key, .. } = slot {
                 doc.do_send(Leave {
                     key,
                     acknowledge: false,

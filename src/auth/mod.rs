@@ -1,0 +1,302 @@
+//! Who may open which document.
+//!
+//! `off`: every token is accepted with read-write access (the laptop default; the startup log
+//! says so loudly). `jwt`: the token of the provider's Auth message is verified (HS256 with a
+//! shared secret, RS256 with Cognito's JWKS, see [`jwt`]) and the [`policy`] maps its claims
+//! and the document name to deny / read-only / read-write. The session only ever sees a
+//! [`Decision`]; the token itself is never logged.
+
+pub mod jwks;
+pub mod jwt;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use policy::{Access, DefaultAccess, Policy};
+
+use crate::config::{AuthMode, AuthSettings};
+
+/// Why a token was not accepted; each is a metric label and a log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no token")]
+    MissingToken,
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("wrong token use")]
+    WrongTokenUse,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("signing keys unavailable")]
+    JwksUnavailable,
+}
+
+impl AuthFailure {
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "missing_token",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::WrongIssuer => "wrong_issuer",
+            AuthFailure::WrongAudience => "wrong_audience",
+            AuthFailure::WrongTokenUse => "wrong_token_use",
+            AuthFailure::UnknownKey => "unknown_key",
+            AuthFailure::JwksUnavailable => "jwks_unavailable",
+        }
+    }
+}
+
+/// The answer for one (token, document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub access: Access,
+    /// When the token stops being valid (with leeway); the session asks for a fresh one then.
+    pub expires_at: Option<SystemTime>,
+    /// Metric label: `read_write`, `readonly`, `denied_policy`, or an [`AuthFailure`] label.
+    pub result: &'static str,
+}
+
+struct Inner {
+    mode: AuthMode,
+    verifier: Option<jwt::Verifier>,
+    policy: Policy,
+}
+
+/// Cheap to clone; shared by every session of the node.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    Some(value.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+impl Authorizer {
+    /// No checks at all: every connection gets read-write.
+    pub fn off() -> Self {
+        Authorizer {
+            inner: Arc::new(Inner {
+                mode: AuthMode::Off,
+                verifier: None,
+                policy: Policy::allow_all(),
+            }),
+        }
+    }
+
+    pub fn from_settings(s: &AuthSettings) -> Result<Self, String> {
+        let mode = s.effective_mode();
+        if mode == AuthMode::Off {
+            return Ok(Self::off());
+        }
+        let hs256 = non_empty(&s.jwt_secret)
+            .map(|secret| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
+        let rs256 = match s.effective_issuer() {
+            Some(issuer) => {
+                let url = non_empty(&s.jwks_url)
+                    .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+                let jwks = jwks::JwksCache::new(
+                    url,
+                    Duration::from_millis(s.jwks_timeout_ms),
+                    Duration::from_millis(s.jwks_min_refresh_interval_ms),
+                    Duration::from_secs(s.jwks_max_age_secs),
+                )?;
+                Some(jwt::Rs256 {
+                    issuer,
+                    jwks,
+                    audiences: list(&s.audiences),
+                    token_use: non_empty(&s.token_use),
+                })
+            }
+            None => None,
+        };
+        let policy = Policy {
+            default_access: s.default_access,
+            documents_claim: non_empty(&s.documents_claim),
+            groups_claim: s.groups_claim.clone(),
+            readonly_groups: list(&s.readonly_groups),
+            readonly_claim: non_empty(&s.readonly_claim),
+        };
+        Ok(Authorizer {
+            inner: Arc::new(Inner {
+                mode,
+                verifier: Some(jwt::Verifier {
+                    hs256,
+                    rs256,
+                    leeway: Duration::from_secs(s.leeway_secs),
+                }),
+                policy,
+            }),
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.inner.mode
+    }
+
+    /// Where RS256 keys come from, for the startup log.
+    pub fn jwks_url(&self) -> Option<&str> {
+        self.inner
+            .verifier
+            .as_ref()?
+            .rs256
+            .as_ref()
+            .map(|r| r.jwks.url())
+    }
+
+    /// Decides access to `document` for a connection that presented `token`.
+    pub async fn decide(&self, token: &str, document: &str) -> Decision {
+        let Some(verifier) = &self.inner.verifier else {
+            return Decision {
+                access: Access::ReadWrite,
+                expires_at: None,
+                result: "read_write",
+            };
+        };
+        match verifier.verify(token).await {
+            Err(failure) => Decision {
+                access: Access::Denied {
+                    reason: format!("permission-denied: {failure}"),
+                },
+                expires_at: None,
+                result: failure.label(),
+            },
+            Ok(verified) => {
+                let access = self.inner.policy.decide(&verified.claims, document);
+                let result = match &access {
+                    Access::ReadWrite => "read_write",
+                    Access::ReadOnly => "readonly",
+                    Access::Denied { .. } => "denied_policy",
+                };
+                Decision {
+                    access,
+                    expires_at: verified.expires_at,
+                    result,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn settings(secret: &str) -> AuthSettings {
+        let mut s = crate::config::Settings::load_from(None, Vec::<(String, String)>::new())
+            .expect("defaults")
+            .auth;
+        s.mode = AuthMode::Jwt;
+        s.jwt_secret = secret.into();
+        s
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn hs(secret: &str, claims: serde_json::Value) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hs256_tokens_are_verified() {
+        let auth = Authorizer::from_settings(&settings("s3cret")).unwrap();
+        let ok = hs("s3cret", json!({"sub": "u", "exp": now() + 60}));
+        let d = auth.decide(&ok, "doc").await;
+        assert_eq!(d.access, Access::ReadWrite);
+        assert!(d.expires_at.is_some());
+        let wrong = hs("other", json!({"sub": "u", "exp": now() + 60}));
+        assert_eq!(auth.decide(&wrong, "doc").await.result, "bad_signature");
+        let expired = hs("s3cret", json!({"sub": "u", "exp": now() - 120}));
+        assert_eq!(auth.decide(&expired, "doc").await.result, "expired");
+        let no_exp = hs("s3cret", json!({"sub": "u"}));
+        assert_eq!(auth.decide(&no_exp, "doc").await.result, "malformed");
+        let future = hs(
+            "s3cret",
+            json!({"sub": "u", "exp": now() + 600, "nbf": now() + 300}),
+        );
+        assert_eq!(auth.decide(&future, "doc").await.result, "not_yet_valid");
+        assert_eq!(auth.decide("", "doc").await.result, "missing_token");
+        assert_eq!(auth.decide("not.a.jwt", "doc").await.result, "malformed");
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_unconfigured_algorithms_are_refused() {
+        let auth = Authorizer::from_settings(&settings("s3cret")).unwrap();
+        // {"alg":"none","typ":"JWT"} . {"sub":"u","exp":<far future>} . (no signature)
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(format!(r#"{{"sub":"u","exp":{}}}"#, now() + 60))
+        );
+        assert!(matches!(
+            auth.decide(&none, "d").await.access,
+            Access::Denied { .. }
+        ));
+        // RS256 is not configured here (no issuer), so an RS256 header is refused outright.
+        let rs = format!(
+            "{}.{}.c2ln",
+            b64.encode(br#"{"alg":"RS256","typ":"JWT","kid":"k"}"#),
+            b64.encode(format!(r#"{{"sub":"u","exp":{}}}"#, now() + 60))
+        );
+        assert_eq!(auth.decide(&rs, "d").await.result, "algorithm_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn policy_applies_after_verification() {
+        let mut s = settings("k");
+        s.documents_claim = "zedi:documents".into();
+        s.readonly_groups = "viewers".into();
+        let auth = Authorizer::from_settings(&s).unwrap();
+        let t = hs(
+            "k",
+            json!({"exp": now() + 60, "zedi:documents": ["a/*"], "cognito:groups": ["viewers"]}),
+        );
+        assert_eq!(auth.decide(&t, "a/1").await.access, Access::ReadOnly);
+        assert_eq!(auth.decide(&t, "b/1").await.result, "denied_policy");
+    }
+
+    #[tokio::test]
+    async fn off_allows_everything() {
+        let d = Authorizer::off().decide("", "x").await;
+        assert_eq!(d.access, Access::ReadWrite);
+    }
+}
