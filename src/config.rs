@@ -45,6 +45,7 @@ pub struct Settings {
     pub documents: DocumentSettings,
     pub auth: AuthSettings,
     pub cluster: ClusterSettings,
+    pub cloudwatch: CloudWatchSettings,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub log: LogSettings,
@@ -182,6 +183,43 @@ impl AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     pub redis_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudWatchMode {
+    Off,
+    Api,
+    Emf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudWatchSettings {
+    pub mode: CloudWatchMode,
+    pub namespace: String,
+    pub metric_name: String,
+    pub dimensions: String,
+    pub interval_secs: u64,
+    pub region: String,
+    pub endpoint_url: String,
+}
+
+impl CloudWatchSettings {
+    /// `Name=Value` pairs, in order.
+    pub fn dimension_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.dimensions
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| match d.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(format!("`{d}` is not Name=Value")),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -362,6 +400,20 @@ impl Settings {
             return Err(invalid(
                 "auth.jwks_min_refresh_interval_ms",
                 "JWKS intervals and timeouts must be > 0",
+            ));
+        }
+        if let Err(reason) = self.cloudwatch.dimension_pairs() {
+            return Err(invalid("cloudwatch.dimensions", reason));
+        }
+        if self.cloudwatch.interval_secs == 0 {
+            return Err(invalid("cloudwatch.interval_secs", "must be at least 1"));
+        }
+        if self.cloudwatch.mode != CloudWatchMode::Off
+            && (self.cloudwatch.namespace.is_empty() || self.cloudwatch.metric_name.is_empty())
+        {
+            return Err(invalid(
+                "cloudwatch.namespace",
+                "namespace and metric_name must be set",
             ));
         }
         if self.documents.awareness_timeout_ms < 1000 {

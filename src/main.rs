@@ -26,6 +26,9 @@ enum Command {
     Run,
     /// Print the effective configuration (secrets redacted) and exit non-zero if it is invalid.
     CheckConfig,
+    /// Ask the local daemon's /health (for Docker's HEALTHCHECK; needs no curl): exit 0 when it
+    /// answers 200, 1 otherwise.
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,13 @@ fn main() -> ExitCode {
             print!("{}", settings.redacted_toml());
             ExitCode::SUCCESS
         }
+        Command::Healthcheck => match healthcheck(settings.server.port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zedi-sync healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run => match run(settings) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -74,5 +84,23 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     init_logging(&settings);
     let system = actix_web::rt::System::new();
     system.block_on(zedi_sync::server::run(settings))?;
+    Ok(())
+}
+
+/// GET http://127.0.0.1:PORT/health with a plain socket: the runtime image has no curl.
+fn healthcheck(port: u16) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.take(64 * 1024).read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(status == "200", "/health answered {status:?}");
     Ok(())
 }

@@ -511,3 +511,27 @@ fn check_config_prints_redacted_settings_and_rejects_bad_ones() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.port"));
 }
+
+#[test]
+fn healthcheck_subcommand_reports_the_local_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let port = daemon.port.to_string();
+    let ok = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    drop(daemon);
+    let down = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+}
