@@ -183,6 +183,15 @@ impl AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     pub redis_url: String,
+    pub key_prefix: String,
+    pub lease_ttl_ms: u64,
+    pub lease_renew_ms: u64,
+    pub heartbeat_ms: u64,
+    pub stream_max_len: usize,
+    pub stream_ttl_secs: u64,
+    pub max_unpublished: usize,
+    pub relay_block_ms: u64,
+    pub redis_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,10 +362,31 @@ impl Settings {
             return Err(invalid("store.compact_after_updates", "must be at least 1"));
         }
         if !self.cluster.redis_url.is_empty() {
-            return Err(invalid(
-                "cluster.redis_url",
-                "clustering through Redis is not in this build yet; unset REDIS_URL / cluster.redis_url",
-            ));
+            if self.store_kind() != StoreKind::Postgres {
+                return Err(invalid(
+                    "cluster.redis_url",
+                    "a cluster node needs the shared PostgreSQL store: set DATABASE_URL too",
+                ));
+            }
+            let c = &self.cluster;
+            if c.lease_renew_ms == 0 || c.lease_renew_ms * 2 >= c.lease_ttl_ms {
+                return Err(invalid(
+                    "cluster.lease_renew_ms",
+                    "must be > 0 and less than half of cluster.lease_ttl_ms",
+                ));
+            }
+            if c.relay_block_ms == 0 || c.relay_block_ms >= 400 {
+                return Err(invalid(
+                    "cluster.relay_block_ms",
+                    "must be between 1 and 399 (below the Redis reply timeout)",
+                ));
+            }
+            if c.heartbeat_ms == 0 || c.stream_max_len == 0 || c.redis_timeout_ms == 0 {
+                return Err(invalid(
+                    "cluster.heartbeat_ms",
+                    "heartbeat, stream length and timeouts must be > 0",
+                ));
+            }
         }
         if self.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));

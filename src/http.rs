@@ -20,6 +20,15 @@ pub struct AppState {
     pub max_frame_bytes: usize,
     /// Origins allowed to upgrade; empty: any.
     pub allowed_origins: Vec<String>,
+    /// Cluster state, when this node is part of one.
+    pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
+}
+
+#[derive(Serialize)]
+struct ClusterHealth {
+    redis: &'static str,
+    nodes: i64,
+    leases_owned: i64,
 }
 
 #[derive(Serialize)]
@@ -31,6 +40,8 @@ struct Health<'a> {
     version: &'static str,
     store: &'static str,
     store_kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterHealth>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -53,6 +64,12 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             "ok"
         },
         store_kind: state.persistence.store().kind(),
+        // Redis trouble degrades cross-node sync only: local editing goes on, so still 200.
+        cluster: state.cluster.as_ref().map(|c| ClusterHealth {
+            redis: if c.redis_ok() { "ok" } else { "degraded" },
+            nodes: c.nodes.load(std::sync::atomic::Ordering::Relaxed),
+            leases_owned: c.owned.load(std::sync::atomic::Ordering::Relaxed),
+        }),
     };
     HttpResponse::Ok().json(body)
 }

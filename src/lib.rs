@@ -8,11 +8,13 @@
 //! - [`registry`]: name → document actor, race-free against unloading;
 //! - [`persistence`]: group commit of updates into a [`store::Store`];
 //! - [`auth`]: who may open which document;
+//! - [`cluster`]: Redis leases, cross-node relay, heartbeats (when `REDIS_URL` is set);
 //! - [`http`]: the WebSocket upgrade, `/health`, `/metrics`;
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
 pub mod auth;
 pub mod awareness;
+pub mod cluster;
 pub mod config;
 pub mod document;
 pub mod http;
@@ -23,3 +25,4 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;

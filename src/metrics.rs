@@ -41,6 +41,15 @@ pub struct Metrics {
     /// labels: result (read_write, readonly, denied_policy, expired, bad_signature, ...)
     pub auth_results_total: IntCounterVec,
     pub origin_rejections_total: IntCounter,
+    pub relay_published_total: IntCounter,
+    pub relay_received_total: IntCounter,
+    pub relay_dropped_total: IntCounter,
+    /// labels: op (publish, read, lease, heartbeat)
+    pub redis_errors_total: IntCounterVec,
+    pub lease_acquisitions_total: IntCounter,
+    pub lease_losses_total: IntCounter,
+    pub leases_owned: IntGauge,
+    pub catch_ups_total: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -165,6 +174,43 @@ impl Metrics {
                 &r,
                 "origin_rejections_total",
                 "WebSocket upgrades refused because of their Origin.",
+            ),
+            relay_published_total: counter(
+                &r,
+                "relay_published_total",
+                "Entries this node published to document streams.",
+            ),
+            relay_received_total: counter(
+                &r,
+                "relay_received_total",
+                "Entries of other nodes received from document streams.",
+            ),
+            relay_dropped_total: counter(
+                &r,
+                "relay_dropped_total",
+                "Entries not published because too many waited for Redis (others catch up from the store).",
+            ),
+            redis_errors_total: counter_vec(
+                &r,
+                "redis_errors_total",
+                "Failed Redis operations by op.",
+                &["op"],
+            ),
+            lease_acquisitions_total: counter(
+                &r,
+                "lease_acquisitions_total",
+                "Document leases acquired.",
+            ),
+            lease_losses_total: counter(
+                &r,
+                "lease_losses_total",
+                "Document leases lost (taken over or not renewed in time).",
+            ),
+            leases_owned: gauge(&r, "leases_owned", "Document leases this node holds."),
+            catch_ups_total: counter(
+                &r,
+                "catch_ups_total",
+                "Documents reloaded from the store after a Redis outage.",
             ),
             registry: r,
         })

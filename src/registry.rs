@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::cluster::Cluster;
 use crate::document::{DocumentActor, DocumentConfig};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
@@ -39,6 +40,7 @@ pub struct Registry {
     persistence: Persistence,
     metrics: Arc<Metrics>,
     config: DocumentConfig,
+    cluster: Option<Cluster>,
 }
 
 impl Registry {
@@ -47,6 +49,7 @@ impl Registry {
         persistence: Persistence,
         metrics: Arc<Metrics>,
         config: DocumentConfig,
+        cluster: Option<Cluster>,
     ) -> Self {
         Registry {
             documents: HashMap::new(),
@@ -56,6 +59,7 @@ impl Registry {
             persistence,
             metrics,
             config,
+            cluster,
         }
     }
 }
@@ -79,9 +83,10 @@ impl Handler<Open> for Registry {
         let persistence = self.persistence.clone();
         let metrics = Arc::clone(&self.metrics);
         let config = self.config.clone();
+        let cluster = self.cluster.clone();
         let registry = ctx.address();
         let make = move |_: &mut Context<DocumentActor>| {
-            DocumentActor::new(name, id, persistence, registry, metrics, config)
+            DocumentActor::new(name, id, persistence, registry, metrics, config, cluster)
         };
         let addr = if self.arbiters.is_empty() {
             DocumentActor::create(make)

@@ -25,6 +25,8 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("invalid auth settings: {0}")]
     Auth(String),
     #[error("HTTP server failed: {0}")]
@@ -57,6 +59,20 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         },
         Arc::clone(&metrics),
     );
+    let cluster = if settings.cluster.redis_url.is_empty() {
+        None
+    } else {
+        let gauge = metrics.connections_open.clone();
+        let cluster = crate::cluster::start(
+            &settings.cluster,
+            Arc::from(node_id.as_str()),
+            Arc::clone(&metrics),
+            Arc::new(move || gauge.get()),
+        )
+        .await?;
+        tracing::info!(prefix = %settings.cluster.key_prefix, "cluster node: leases and relay through Redis");
+        Some(cluster)
+    };
     let document_threads = match settings.server.document_threads {
         0 => cores(),
         n => n,
@@ -72,6 +88,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             awareness_timeout: Duration::from_millis(settings.documents.awareness_timeout_ms),
             compact_after_updates: settings.store.compact_after_updates,
         },
+        cluster.clone(),
     )
     .start();
     let authorizer = Authorizer::from_settings(&settings.auth).map_err(ServerError::Auth)?;
@@ -91,6 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         sessions,
         max_frame_bytes: settings.limits.max_frame_bytes,
         allowed_origins: settings.server.origins(),
+        cluster: cluster.as_ref().map(|c| Arc::clone(&c.status)),
     });
     let addr = format!("{}:{}", settings.server.host, settings.server.port);
     let workers = match settings.server.workers {

@@ -59,7 +59,7 @@ impl JwksCache {
     ) -> Result<Self, String> {
         // reqwest is built without a bundled crypto provider; use ring (already linked for
         // PostgreSQL TLS). Installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

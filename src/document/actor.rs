@@ -9,12 +9,14 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::{ConnKey, DocError, DocumentState};
+use crate::cluster::relay::RelayKind;
+use crate::cluster::{Cluster, DropLease};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
 use crate::protocol::{Message, SyncMessage, encode_body, prepend_address};
-use crate::registry::{Registry, Unregister};
+use crate::registry::Registry;
 use crate::session::{CloseSocket, Outbound};
-use crate::store::{AppendItem, StoreError};
+use crate::store::AppendItem;
 
 /// Document-actor tunables, from `[documents]` and `[store]`.
 #[derive(Debug, Clone)]
@@ -81,7 +83,7 @@ pub struct SetAccess {
     pub read_only: bool,
 }
 
-struct Conn {
+pub(super) struct Conn {
     outbox: Recipient<Outbound>,
     control: Recipient<CloseSocket>,
     read_only: bool,
@@ -90,7 +92,7 @@ struct Conn {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Loading,
     Ready,
     /// Told the registry it is going; every new Join is bounced.
@@ -98,25 +100,29 @@ enum Phase {
 }
 
 pub struct DocumentActor {
-    name: Arc<str>,
-    id: u64,
-    state: DocumentState,
-    conns: HashMap<ConnKey, Conn>,
-    phase: Phase,
-    persistence: Persistence,
-    registry: Addr<Registry>,
-    metrics: Arc<Metrics>,
-    config: DocumentConfig,
+    pub(super) name: Arc<str>,
+    pub(super) id: u64,
+    pub(super) state: DocumentState,
+    pub(super) conns: HashMap<ConnKey, Conn>,
+    pub(super) phase: Phase,
+    pub(super) persistence: Persistence,
+    pub(super) registry: Addr<Registry>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) config: DocumentConfig,
     /// Updates handed to persistence and not yet durable.
-    inflight: usize,
+    pub(super) inflight: usize,
     /// Log entries written since the last compaction (an estimate that starts from `load`).
-    log_len: u64,
-    fence: u64,
-    unload_timer: Option<SpawnHandle>,
-    compacting: bool,
+    pub(super) log_len: u64,
+    /// Fencing token for compaction: the store's (single node) or the lease's (cluster).
+    pub(super) fence: u64,
+    /// Whether this node may compact: always on a single node, the lease holder in a cluster.
+    pub(super) owner: bool,
+    pub(super) cluster: Option<Cluster>,
+    pub(super) unload_timer: Option<SpawnHandle>,
+    pub(super) compacting: bool,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -130,6 +136,7 @@ impl DocumentActor {
         registry: Addr<Registry>,
         metrics: Arc<Metrics>,
         config: DocumentConfig,
+        cluster: Option<Cluster>,
     ) -> Self {
         DocumentActor {
             name,
@@ -144,6 +151,8 @@ impl DocumentActor {
             inflight: 0,
             log_len: 0,
             fence: 0,
+            owner: false,
+            cluster,
             unload_timer: None,
             compacting: false,
         }
@@ -151,7 +160,7 @@ impl DocumentActor {
 
     /// Sends one message to every attachment (optionally but one). The body is encoded once;
     /// only the address differs between attachments, and nearly all share the plain name.
-    fn broadcast(&self, message: &Message<'_>, except: Option<&ConnKey>) {
+    pub(super) fn broadcast(&self, message: &Message<'_>, except: Option<&ConnKey>) {
         let body = encode_body(message);
         let ty = message.message_type();
         let mut framed: HashMap<&str, Bytes> = HashMap::new();
@@ -167,7 +176,7 @@ impl DocumentActor {
         }
     }
 
-    fn send_to(&self, key: &ConnKey, message: &Message<'_>) {
+    pub(super) fn send_to(&self, key: &ConnKey, message: &Message<'_>) {
         if let Some(conn) = self.conns.get(key) {
             let frame = Bytes::from(prepend_address(&key.address, &encode_body(message)));
             conn.outbox.do_send(Outbound {
@@ -242,6 +251,9 @@ impl DocumentActor {
         if let Some(changes) = &applied.broadcast {
             self.broadcast(&Message::Sync(SyncMessage::Update(changes)), None);
         }
+        if applied.store {
+            self.publish(RelayKind::Update, update.clone());
+        }
         let item = applied.store.then(|| AppendItem {
             name: Arc::clone(&self.name),
             update,
@@ -288,6 +300,7 @@ impl DocumentActor {
         let encoded = self.state.awareness.encode(&changes.all());
         // Including the sender: the echo is what keeps the provider's 30 s watchdog quiet.
         self.broadcast(&Message::Awareness(&encoded), None);
+        self.publish(RelayKind::Awareness, Bytes::from(encoded));
     }
 
     /// Removes an attachment and what it introduced into awareness.
@@ -299,10 +312,11 @@ impl DocumentActor {
         if !removed.is_empty() {
             let encoded = self.state.awareness.encode(&removed);
             self.broadcast(&Message::Awareness(&encoded), None);
+            self.publish(RelayKind::Awareness, Bytes::from(encoded));
         }
     }
 
-    fn close_all(&mut self, reason: &str) {
+    pub(super) fn close_all(&mut self, reason: &str) {
         for conn in self.conns.values() {
             conn.control.do_send(CloseSocket {
                 code: 4205,
@@ -310,85 +324,6 @@ impl DocumentActor {
             });
         }
         self.conns.clear();
-    }
-
-    fn maybe_compact(&mut self, ctx: &mut Context<Self>) {
-        if self.compacting || self.log_len < self.config.compact_after_updates || self.inflight > 0
-        {
-            return;
-        }
-        self.compacting = true;
-        let store = Arc::clone(self.persistence.store());
-        let name = Arc::clone(&self.name);
-        let fence = self.fence;
-        let metrics = Arc::clone(&self.metrics);
-        ctx.spawn(
-            async move {
-                let started = Instant::now();
-                let result = store.compact(&name, fence).await;
-                metrics
-                    .store_seconds
-                    .with_label_values(&["compact"])
-                    .observe(started.elapsed().as_secs_f64());
-                result
-            }
-            .into_actor(self)
-            .map(|result, act, _| {
-                act.compacting = false;
-                match result {
-                    Ok(outcome) => {
-                        act.log_len = act.log_len.saturating_sub(outcome.folded_updates);
-                        tracing::debug!(document = %act.name, folded = outcome.folded_updates, bytes = outcome.snapshot_bytes, "compacted");
-                    }
-                    Err(error) => {
-                        act.metrics
-                            .store_errors_total
-                            .with_label_values(&["compact", error.kind()])
-                            .inc();
-                        tracing::warn!(document = %act.name, %error, "compaction failed; the log is kept");
-                    }
-                }
-            }),
-        );
-    }
-
-    fn maybe_schedule_unload(&mut self, ctx: &mut Context<Self>) {
-        if !self.conns.is_empty() || self.phase != Phase::Ready || self.unload_timer.is_some() {
-            return;
-        }
-        let handle = ctx.run_later(self.config.unload_grace, |act, ctx| {
-            act.unload_timer = None;
-            act.try_unload(ctx);
-        });
-        self.unload_timer = Some(handle);
-    }
-
-    fn cancel_unload(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.unload_timer.take() {
-            ctx.cancel_future(handle);
-        }
-    }
-
-    /// Unloads once nobody is attached and every accepted update is durable.
-    fn try_unload(&mut self, ctx: &mut Context<Self>) {
-        if !self.conns.is_empty() || self.phase != Phase::Ready {
-            return;
-        }
-        if self.inflight > 0 || self.compacting {
-            // Writes still in flight: look again shortly rather than leave without them.
-            let handle = ctx.run_later(Duration::from_millis(50), |act, ctx| {
-                act.unload_timer = None;
-                act.try_unload(ctx);
-            });
-            self.unload_timer = Some(handle);
-            return;
-        }
-        self.phase = Phase::Unloading;
-        self.registry.do_send(Unregister {
-            name: Arc::clone(&self.name),
-            id: self.id,
-        });
-        ctx.stop();
     }
 }
 
@@ -398,75 +333,17 @@ impl Actor for DocumentActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.documents_open.inc();
         self.metrics.documents_loaded_total.inc();
-        let store = Arc::clone(self.persistence.store());
-        let name = Arc::clone(&self.name);
-        let metrics = Arc::clone(&self.metrics);
-        // `wait` holds the mailbox until the document is loaded, so no Join or update is seen
-        // by a half-built document.
-        let load_timeout = self.config.load_timeout;
-        ctx.wait(
-            async move {
-                // A store that is restarting gets a few seconds before the open fails.
-                let deadline = Instant::now() + load_timeout;
-                let mut delay = Duration::from_millis(100);
-                loop {
-                    let started = Instant::now();
-                    let stored = store.load(&name).await;
-                    metrics
-                        .store_seconds
-                        .with_label_values(&["load"])
-                        .observe(started.elapsed().as_secs_f64());
-                    let result = match stored {
-                        Ok(stored) => store.next_fence(&name).await.map(|fence| (stored, fence)),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        // Only a backend failure can heal by waiting; corrupt data will not.
-                        Err(error @ StoreError::Backend(_)) if Instant::now() + delay < deadline => {
-                            metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
-                            tracing::warn!(document = %name, %error, "load failed; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(2));
-                        }
-                        other => break other,
-                    }
-                }
-            }
-            .into_actor(self)
-            .map(|result, act, ctx| match result {
-                Ok((stored, fence)) => {
-                    let (state, skipped) = DocumentState::restore(&stored);
-                    if skipped > 0 {
-                        act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
-                        tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
-                    }
-                    act.state = state;
-                    act.log_len = stored.updates.len() as u64;
-                    act.fence = fence;
-                    act.phase = Phase::Ready;
-                    let timeout = act.config.awareness_timeout;
-                    ctx.run_interval(Duration::from_millis((timeout.as_millis() as u64 / 10).max(100)), move |act, _| {
-                        let now = now_ms();
-                        let expired = act.state.awareness.expire(now, timeout.as_millis() as u64);
-                        if !expired.is_empty() {
-                            let encoded = act.state.awareness.encode(&expired);
-                            act.broadcast(&Message::Awareness(&encoded), None);
-                        }
-                        act.state.awareness.prune_removed(now, timeout.as_millis() as u64 * 2);
-                    });
-                }
-                Err(error) => {
-                    act.metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
-                    tracing::error!(document = %act.name, %error, "cannot load document");
-                    act.phase = Phase::Unloading;
-                    act.registry.do_send(Unregister { name: Arc::clone(&act.name), id: act.id });
-                    ctx.stop();
-                }
-            }),
-        );
+        self.load(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(cluster) = &self.cluster {
+            cluster.reader.unsubscribe(Arc::clone(&self.name), self.id);
+            cluster.actor.do_send(DropLease {
+                doc: Arc::clone(&self.name),
+                id: self.id,
+            });
+        }
         self.metrics.documents_open.dec();
         self.metrics.documents_unloaded_total.inc();
         tracing::debug!(document = %self.name, "document unloaded");
@@ -528,6 +405,7 @@ impl Handler<FromSession> for DocumentActor {
             }
             SessionInput::Stateless(payload) => {
                 self.broadcast(&Message::Stateless(&payload), Some(&key));
+                self.publish(RelayKind::Stateless, Bytes::from(payload));
             }
         }
         // An error above may have detached the last attachment.

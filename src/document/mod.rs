@@ -2,6 +2,8 @@
 //! awareness), relays between the sessions attached to it, and hands updates to persistence.
 
 mod actor;
+mod lifecycle;
+mod replication;
 mod state;
 
 pub use actor::{

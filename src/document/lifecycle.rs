@@ -1,0 +1,202 @@
+//! Loading, compaction and unloading of a document actor.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::DocumentState;
+use super::actor::{DocumentActor, Phase, now_ms};
+use crate::cluster::WantLease;
+use crate::cluster::relay::stream_tip;
+use crate::protocol::Message;
+use crate::registry::Unregister;
+use crate::store::StoreError;
+
+impl DocumentActor {
+    /// Loads the document from the store. `wait` holds the mailbox until it is loaded, so no
+    /// Join or update is seen by a half-built document. In a cluster, the stream position is
+    /// taken *before* the load, so nothing another node publishes meanwhile is missed (Yjs
+    /// updates are idempotent: the overlap is harmless).
+    pub(super) fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = Arc::clone(self.persistence.store());
+        let name = Arc::clone(&self.name);
+        let metrics = Arc::clone(&self.metrics);
+        let cluster = self.cluster.clone();
+        let load_timeout = self.config.load_timeout;
+        ctx.wait(
+            async move {
+                let tip = match &cluster {
+                    Some(c) => stream_tip(&c.pool, &c.keys, &name).await.unwrap_or_else(|error| {
+                        tracing::warn!(document = %name, %error, "cannot read the stream position; reading it from the start");
+                        "0-0".to_string()
+                    }),
+                    None => String::new(),
+                };
+                // A store that is restarting gets a few seconds before the open fails.
+                let deadline = Instant::now() + load_timeout;
+                let mut delay = Duration::from_millis(100);
+                let result = loop {
+                    let started = Instant::now();
+                    let stored = store.load(&name).await;
+                    metrics.store_seconds.with_label_values(&["load"]).observe(started.elapsed().as_secs_f64());
+                    // A single node takes its own fencing token from the store; a cluster node
+                    // gets one with the Redis lease.
+                    let result = match (stored, &cluster) {
+                        (Ok(stored), None) => store.next_fence(&name).await.map(|fence| (stored, fence)),
+                        (Ok(stored), Some(_)) => Ok((stored, 0)),
+                        (Err(e), _) => Err(e),
+                    };
+                    match result {
+                        // Only a backend failure can heal by waiting; corrupt data will not.
+                        Err(error @ StoreError::Backend(_)) if Instant::now() + delay < deadline => {
+                            metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
+                            tracing::warn!(document = %name, %error, "load failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                        other => break other,
+                    }
+                };
+                (result, tip)
+            }
+            .into_actor(self)
+            .map(|(result, tip), act, ctx| match result {
+                Ok((stored, fence)) => {
+                    let (state, skipped) = DocumentState::restore(&stored);
+                    if skipped > 0 {
+                        act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
+                        tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
+                    }
+                    act.state = state;
+                    act.log_len = stored.updates.len() as u64;
+                    act.phase = Phase::Ready;
+                    match act.cluster.clone() {
+                        None => {
+                            act.fence = fence;
+                            act.owner = true;
+                        }
+                        Some(cluster) => {
+                            let me = ctx.address();
+                            cluster.reader.subscribe(Arc::clone(&act.name), act.id, tip, me.clone().recipient(), me.clone().recipient());
+                            cluster.actor.do_send(WantLease {
+                                doc: Arc::clone(&act.name),
+                                id: act.id,
+                                floor: stored.fence,
+                                notify: me.recipient(),
+                            });
+                        }
+                    }
+                    act.start_awareness_expiry(ctx);
+                }
+                Err(error) => {
+                    act.metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
+                    tracing::error!(document = %act.name, %error, "cannot load document");
+                    act.phase = Phase::Unloading;
+                    act.registry.do_send(Unregister { name: Arc::clone(&act.name), id: act.id });
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+
+    /// Removes awareness states nobody renewed (their client is gone without saying so).
+    fn start_awareness_expiry(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.config.awareness_timeout.as_millis() as u64;
+        ctx.run_interval(
+            Duration::from_millis((timeout / 10).max(100)),
+            move |act, _| {
+                let now = now_ms();
+                let expired = act.state.awareness.expire(now, timeout);
+                if !expired.is_empty() {
+                    let encoded = act.state.awareness.encode(&expired);
+                    act.broadcast(&Message::Awareness(&encoded), None);
+                }
+                act.state.awareness.prune_removed(now, timeout * 2);
+            },
+        );
+    }
+
+    pub(super) fn maybe_compact(&mut self, ctx: &mut Context<Self>) {
+        // Only the lease owner folds the shared log (a single node always owns its documents).
+        if !self.owner
+            || self.compacting
+            || self.log_len < self.config.compact_after_updates
+            || self.inflight > 0
+        {
+            return;
+        }
+        self.compacting = true;
+        let store = Arc::clone(self.persistence.store());
+        let name = Arc::clone(&self.name);
+        let fence = self.fence;
+        let metrics = Arc::clone(&self.metrics);
+        ctx.spawn(
+            async move {
+                let started = Instant::now();
+                let result = store.compact(&name, fence).await;
+                metrics
+                    .store_seconds
+                    .with_label_values(&["compact"])
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            }
+            .into_actor(self)
+            .map(|result, act, _| {
+                act.compacting = false;
+                match result {
+                    Ok(outcome) => {
+                        act.log_len = act.log_len.saturating_sub(outcome.folded_updates);
+                        tracing::debug!(document = %act.name, folded = outcome.folded_updates, bytes = outcome.snapshot_bytes, "compacted");
+                    }
+                    Err(error) => {
+                        act.metrics
+                            .store_errors_total
+                            .with_label_values(&["compact", error.kind()])
+                            .inc();
+                        tracing::warn!(document = %act.name, %error, "compaction failed; the log is kept");
+                    }
+                }
+            }),
+        );
+    }
+
+    pub(super) fn maybe_schedule_unload(&mut self, ctx: &mut Context<Self>) {
+        if !self.conns.is_empty() || self.phase != Phase::Ready || self.unload_timer.is_some() {
+            return;
+        }
+        let handle = ctx.run_later(self.config.unload_grace, |act, ctx| {
+            act.unload_timer = None;
+            act.try_unload(ctx);
+        });
+        self.unload_timer = Some(handle);
+    }
+
+    pub(super) fn cancel_unload(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.unload_timer.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    /// Unloads once nobody is attached and every accepted update is durable.
+    fn try_unload(&mut self, ctx: &mut Context<Self>) {
+        if !self.conns.is_empty() || self.phase != Phase::Ready {
+            return;
+        }
+        if self.inflight > 0 || self.compacting {
+            // Writes still in flight: look again shortly rather than leave without them.
+            let handle = ctx.run_later(Duration::from_millis(50), |act, ctx| {
+                act.unload_timer = None;
+                act.try_unload(ctx);
+            });
+            self.unload_timer = Some(handle);
+            return;
+        }
+        self.phase = Phase::Unloading;
+        self.registry.do_send(Unregister {
+            name: Arc::clone(&self.name),
+            id: self.id,
+        });
+        ctx.stop();
+    }
+}

@@ -1,0 +1,107 @@
+//! The document actor's side of the cluster: publishing local changes to the document's stream,
+//! applying other nodes' entries, catching up from the store after a Redis outage, and acting
+//! on lease changes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::actor::DocumentActor;
+use super::{DocError, DocumentState};
+use crate::cluster::LeaseChanged;
+use crate::cluster::relay::{CatchUp, RelayKind, RemoteEntry};
+use crate::protocol::{Message, SyncMessage};
+
+impl DocumentActor {
+    /// Hands a local change to the relay (a no-op on a single node).
+    pub(super) fn publish(&self, kind: RelayKind, payload: Bytes) {
+        if let Some(cluster) = &self.cluster {
+            cluster.publisher.publish(&self.name, kind, payload);
+        }
+    }
+
+    /// Applies an update that did not come from a local client: integrated and broadcast to
+    /// the local connections, never stored or acknowledged here (its node did that).
+    fn apply_foreign_update(&mut self, update: &[u8], ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        match self.state.apply_update(update) {
+            Ok(applied) => {
+                self.metrics
+                    .update_apply_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if let Some(changes) = applied.broadcast {
+                    self.broadcast(&Message::Sync(SyncMessage::Update(&changes)), None);
+                }
+            }
+            Err(DocError::Poisoned) => {
+                tracing::error!(document = %self.name, "a relayed update broke the document; reloading from the store");
+                self.close_all("document reloaded after a bad update");
+                ctx.stop();
+            }
+            Err(error) => {
+                self.metrics.protocol_error("bad_relay_update");
+                tracing::warn!(document = %self.name, %error, "ignoring an undecodable relayed update");
+            }
+        }
+    }
+}
+
+impl Handler<RemoteEntry> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, entry: RemoteEntry, ctx: &mut Self::Context) {
+        match entry.kind {
+            RelayKind::Update => self.apply_foreign_update(&entry.payload, ctx),
+            RelayKind::Awareness => match crate::awareness::decode_update(&entry.payload) {
+                Ok(entries) => {
+                    let changes = self.state.awareness.apply(&entries, super::actor::now_ms());
+                    if !changes.is_empty() {
+                        let encoded = self.state.awareness.encode(&changes.all());
+                        self.broadcast(&Message::Awareness(&encoded), None);
+                    }
+                }
+                Err(_) => self.metrics.protocol_error("bad_relay_entry"),
+            },
+            RelayKind::Stateless => match std::str::from_utf8(&entry.payload) {
+                Ok(payload) => self.broadcast(&Message::Stateless(payload), None),
+                Err(_) => self.metrics.protocol_error("bad_relay_entry"),
+            },
+        }
+    }
+}
+
+impl Handler<CatchUp> for DocumentActor {
+    type Result = ();
+
+    /// Redis was away: what other nodes persisted meanwhile is in the store. Replaying it is
+    /// harmless (Yjs updates are idempotent); only what is new goes out to local clients.
+    fn handle(&mut self, _: CatchUp, ctx: &mut Self::Context) {
+        self.metrics.catch_ups_total.inc();
+        let store = Arc::clone(self.persistence.store());
+        let name = Arc::clone(&self.name);
+        ctx.spawn(async move { store.load(&name).await }.into_actor(self).map(|result, act, ctx| match result {
+            Ok(stored) => {
+                let (fresh, _) = DocumentState::restore(&stored);
+                let everything = fresh.encode_state();
+                act.apply_foreign_update(&everything, ctx);
+            }
+            Err(error) => {
+                tracing::warn!(document = %act.name, %error, "catch-up from the store failed; the stream resumes anyway");
+            }
+        }));
+    }
+}
+
+impl Handler<LeaseChanged> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseChanged, ctx: &mut Self::Context) {
+        self.owner = msg.owner;
+        if msg.owner {
+            self.fence = msg.fence;
+            self.maybe_compact(ctx);
+        }
+    }
+}
