@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

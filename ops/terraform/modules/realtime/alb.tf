@@ -2,8 +2,7 @@
 # inside the VPC, with stickiness per browser.
 
 resource "aws_lb" "this" {
-  # checkov:skip=CKV2_AWS_28:WAF is attached at the organisation level (Firewall Manager) if at all; a per-service web ACL is not part of this design.
-  # checkov:skip=CKV_AWS_91:Access logs need an account log bucket: enabled by setting var.alb_access_logs_bucket (prod), off when it is null.
+  # checkov:skip=CKV2_AWS_28:No per-service WAF in this design: WAF sees only the WebSocket upgrade request, never the frames; access is decided by the daemon (JWT per document, Origin allow-list). An organisation-wide web ACL (Firewall Manager) can still be attached.
   # checkov:skip=CKV_AWS_150:Deletion protection is var.alb_deletion_protection: on by default and in prod, off in dev so the environment can be torn down.
   name                       = "${local.name}-rt"
   internal                   = false
@@ -32,7 +31,8 @@ resource "aws_lb" "this" {
 }
 
 resource "aws_lb_target_group" "realtime" {
-  # checkov:skip=CKV_AWS_378:TLS terminates at the ALB; the target group speaks HTTP to tasks that accept traffic only from the ALB's security group inside the VPC (the daemon serves no TLS itself).
+  # Plain HTTP to the tasks: TLS ends at the ALB, and the tasks accept traffic only from the
+  # ALB's security group inside the VPC.
   name                 = "${local.name}-rt"
   port                 = var.container_port
   protocol             = "HTTP"

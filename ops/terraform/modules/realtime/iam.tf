@@ -34,8 +34,7 @@ resource "aws_iam_role" "execution" {
 }
 
 data "aws_iam_policy_document" "execution" {
-  # checkov:skip=CKV_AWS_356:ecr:GetAuthorizationToken has no resource-level permissions; it only returns a registry login token.
-  # checkov:skip=CKV_AWS_111:Same statement: ecr:GetAuthorizationToken supports only "*".
+  # ecr:GetAuthorizationToken supports no resource-level permissions (it returns a login token).
   statement {
     sid       = "EcrLogin"
     actions   = ["ecr:GetAuthorizationToken"]
@@ -101,9 +100,8 @@ resource "aws_iam_role" "task" {
 }
 
 data "aws_iam_policy_document" "task" {
-  # checkov:skip=CKV_AWS_356:cloudwatch:PutMetricData has no resource-level permissions; it is limited to the service's namespace by the cloudwatch:namespace condition below.
-  # checkov:skip=CKV_AWS_111:Same statement: write access is constrained by the cloudwatch:namespace condition, the only scoping PutMetricData supports.
-  # checkov:skip=CKV_AWS_290:Same statement: write access is constrained by the cloudwatch:namespace condition.
+  # PutMetricData supports no resource ARNs: the cloudwatch:namespace condition is its only
+  # scope, and it limits the daemon to its own {project}/{environment} namespace.
   statement {
     sid       = "PublishActiveConnections"
     actions   = ["cloudwatch:PutMetricData"]
