@@ -4,7 +4,8 @@
 #   - Rust integration tests that run the real daemon binary on free loopback ports,
 #   - Node interop tests: the real @hocuspocus/provider, yjs and ws against the daemon.
 # Tests that need PostgreSQL start their own throwaway cluster (scripts/pg-cluster.sh: initdb as
-# the unprivileged postgres user, a free loopback port, fsync off, TLS on) and remove it after.
+# the unprivileged postgres user, a free loopback port, fsync off, TLS on) and remove it after;
+# cluster tests start their own redis-server instances (no persistence) the same way.
 # It installs what is missing (npm packages from the committed lockfile) and leaves no process
 # behind. Usage: scripts/test.sh
 set -euo pipefail
@@ -17,10 +18,12 @@ cargo --version
 node --version
 npm --version
 
-step "system packages (PostgreSQL server binaries for throwaway test clusters, openssl for their TLS)"
+step "system packages (PostgreSQL and Redis servers for throwaway test instances, openssl for their TLS)"
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
