@@ -59,6 +59,8 @@ pub struct ServerSettings {
     pub node_id: String,
     pub workers: usize,
     pub document_threads: usize,
+    pub drain_delay_ms: u64,
+    pub drain_deadline_ms: u64,
     pub allowed_origins: String,
 }
 
@@ -434,6 +436,14 @@ impl Settings {
         }
         if let Err(reason) = self.cloudwatch.dimension_pairs() {
             return Err(invalid("cloudwatch.dimensions", reason));
+        }
+        if self.server.drain_deadline_ms == 0
+            || self.server.drain_delay_ms >= self.server.drain_deadline_ms
+        {
+            return Err(invalid(
+                "server.drain_deadline_ms",
+                "must be > 0 and longer than server.drain_delay_ms",
+            ));
         }
         if self.cloudwatch.interval_secs == 0 {
             return Err(invalid("cloudwatch.interval_secs", "must be at least 1"));

@@ -14,6 +14,7 @@ use crate::session::{SessionActor, SessionContext};
 /// Shared, read-mostly state of the HTTP handlers.
 pub struct AppState {
     pub node_id: String,
+    pub drain: crate::drain::DrainState,
     pub metrics: Arc<Metrics>,
     pub persistence: Persistence,
     pub sessions: Arc<SessionContext>,
@@ -51,8 +52,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let draining = state.drain.is_draining();
     let body = Health {
-        status: "ok",
+        status: if draining { "draining" } else { "ok" },
         node_id: &state.node_id,
         connections: state.metrics.connections_open.get(),
         documents: state.metrics.documents_open.get(),
@@ -71,7 +73,12 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             leases_owned: c.owned.load(std::sync::atomic::Ordering::Relaxed),
         }),
     };
-    HttpResponse::Ok().json(body)
+    if draining {
+        // The ALB stops routing here as soon as it sees this.
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -92,6 +99,9 @@ async fn upgrade(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
         return Ok(HttpResponse::NotFound().body("zedi-sync: connect with a WebSocket\n"));
+    }
+    if state.drain.is_draining() {
+        return Ok(HttpResponse::ServiceUnavailable().body("draining\n"));
     }
     // Browsers always send Origin; a client without one is not a browser page, so the
     // cross-site concern the allow-list addresses does not apply to it.

@@ -14,9 +14,11 @@
 
 pub mod auth;
 pub mod awareness;
+pub mod cloudwatch;
 pub mod cluster;
 pub mod config;
 pub mod document;
+pub mod drain;
 pub mod http;
 pub mod metrics;
 pub mod persistence;

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub lease_losses_total: IntCounter,
     pub leases_owned: IntGauge,
     pub catch_ups_total: IntCounter,
+    /// labels: result (ok, error)
+    pub cloudwatch_publish_total: IntCounterVec,
+    pub draining: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -212,6 +215,13 @@ impl Metrics {
                 "catch_ups_total",
                 "Documents reloaded from the store after a Redis outage.",
             ),
+            cloudwatch_publish_total: counter_vec(
+                &r,
+                "cloudwatch_publish_total",
+                "ActiveConnections datapoints sent to CloudWatch, by result.",
+                &["result"],
+            ),
+            draining: gauge(&r, "draining", "1 from the shutdown signal until exit."),
             registry: r,
         })
     }

@@ -7,8 +7,10 @@ use actix::prelude::*;
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::Authorizer;
+use crate::cloudwatch::CloudWatchActor;
 use crate::config::{AuthMode, Settings, StoreKind};
 use crate::document::DocumentConfig;
+use crate::drain::{DrainState, Drainer, wait_for_signal};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::persistence::{Persistence, PersistenceConfig};
@@ -92,6 +94,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     )
     .start();
     let authorizer = Authorizer::from_settings(&settings.auth).map_err(ServerError::Auth)?;
+    let drain = DrainState::new();
     let sessions = Arc::new(SessionContext {
         registry,
         metrics: Arc::clone(&metrics),
@@ -100,10 +103,19 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         idle_timeout: Duration::from_millis(settings.timeouts.idle_ms),
         ping_interval: Duration::from_millis(settings.timeouts.ping_interval_ms),
         refresh_grace: Duration::from_millis(settings.auth.refresh_grace_ms),
+        shutdown: drain.sessions_signal(),
     });
+    if let Some(reporter) = CloudWatchActor::new(
+        &settings.cloudwatch,
+        metrics.connections_open.clone(),
+        Arc::clone(&metrics),
+    ) {
+        reporter.start();
+    }
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
-        metrics,
+        metrics: Arc::clone(&metrics),
+        drain: drain.clone(),
         persistence: persistence.clone(),
         sessions,
         max_frame_bytes: settings.limits.max_frame_bytes,
@@ -126,23 +138,32 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             })?
             .run();
 
-    if settings.auth.mode == AuthMode::Off {
-        tracing::warn!(
-            "AUTH IS OFF (auth.mode = \"off\"): every connection gets read-write access to every document"
-        );
-    }
+    log_auth_mode(&settings, &authorizer);
     tracing::info!(
         %node_id, %addr, store = store.kind(),
         workers, document_threads, "zedi-sync listening"
     );
 
     let handle = server.handle();
+    let drainer = Drainer {
+        state: drain.clone(),
+        persistence: persistence.clone(),
+        cluster: cluster.clone(),
+        metrics: Arc::clone(&metrics),
+        delay: Duration::from_millis(settings.server.drain_delay_ms),
+        deadline: Duration::from_millis(settings.server.drain_deadline_ms),
+    };
     actix_web::rt::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received: closing connections");
-        // Connections are dropped at once; every update acknowledged so far is durable, and
-        // the flush below makes the ones still in flight durable before exit.
-        handle.stop(false).await;
+        tracing::info!("shutdown signal received");
+        // A second signal means "now": exit without waiting for the drain.
+        actix_web::rt::spawn(async {
+            wait_for_signal().await;
+            tracing::warn!("second shutdown signal: exiting at once");
+            std::process::exit(1);
+        });
+        drainer.run().await;
+        handle.stop(true).await;
     });
     server.await?;
 
@@ -156,6 +177,27 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         arbiter.stop();
     }
     Ok(())
+}
+
+fn log_auth_mode(settings: &Settings, authorizer: &Authorizer) {
+    match authorizer.mode() {
+        AuthMode::Jwt => {
+            tracing::info!(
+                hs256 = !settings.auth.jwt_secret.is_empty(),
+                jwks = authorizer.jwks_url().unwrap_or("-"),
+                default_access = ?settings.auth.default_access,
+                "JWT authentication on"
+            );
+            if authorizer.jwks_url().is_some() && settings.auth.audiences.trim().is_empty() {
+                tracing::warn!(
+                    "auth.audiences is empty: tokens of any app client of the issuer are accepted"
+                );
+            }
+        }
+        _ => tracing::warn!(
+            "AUTH IS OFF (no JWT_SECRET, COGNITO_USER_POOL_ID or auth.issuer set, or auth.mode = \"off\"): every connection gets read-write access to every document"
+        ),
+    }
 }
 
 /// Opens the configured store. PostgreSQL is retried with backoff for `startup_timeout_ms`:
@@ -196,30 +238,5 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> 
                 }
             }
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -9,7 +9,12 @@ use common::redis::RedisServer;
 use common::{Client, Daemon, Received, render, text_update};
 use zedi_sync::protocol::{self, Message, Packet, SyncMessage};
 
-fn node(pg: &PgCluster, redis_url: &str, id: &str, extra: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
+fn node(
+    pg: &PgCluster,
+    redis_url: &str,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut env = vec![
         ("DATABASE_URL", pg.url.as_str()),
@@ -33,7 +38,11 @@ fn collect_updates(client: &mut Client, window: Duration) -> Vec<Vec<u8>> {
     while Instant::now() < deadline {
         match client.recv(Duration::from_millis(100)) {
             Received::Frame(f) => {
-                if let Ok(Packet::Message { message: Message::Sync(SyncMessage::Update(u)), .. }) = protocol::decode(&f) {
+                if let Ok(Packet::Message {
+                    message: Message::Sync(SyncMessage::Update(u)),
+                    ..
+                }) = protocol::decode(&f)
+                {
                     updates.push(u.to_vec());
                 }
             }
@@ -56,11 +65,17 @@ fn wait_content(daemon: &Daemon, doc: &str, what: &str, ok: impl Fn(&str) -> boo
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("timed out waiting for {what} on port {}: {last:?}", daemon.port);
+    panic!(
+        "timed out waiting for {what} on port {}: {last:?}",
+        daemon.port
+    );
 }
 
 fn send_acked(c: &mut Client, doc: &str, client_id: u64, text: &str) {
-    c.send(doc, Message::Sync(SyncMessage::Update(&text_update(client_id, text))));
+    c.send(
+        doc,
+        Message::Sync(SyncMessage::Update(&text_update(client_id, text))),
+    );
     c.expect_ack(doc);
 }
 
@@ -72,7 +87,9 @@ fn editors_on_three_nodes_converge_with_awareness_and_stateless() {
     let (b, _db) = node(&pg, &redis.url(), "node-b", &[]);
     let (c, _dc) = node(&pg, &redis.url(), "node-c", &[]);
     for n in [&a, &b, &c] {
-        n.wait_health("three nodes seen", |h| h["cluster"]["nodes"] == 3 && h["cluster"]["redis"] == "ok");
+        n.wait_health("three nodes seen", |h| {
+            h["cluster"]["nodes"] == 3 && h["cluster"]["redis"] == "ok"
+        });
     }
     let (mut ca, mut cb, mut cc) = (a.ws(), b.ws(), c.ws());
     for cl in [&mut ca, &mut cb, &mut cc] {
@@ -80,31 +97,54 @@ fn editors_on_three_nodes_converge_with_awareness_and_stateless() {
     }
     std::thread::sleep(Duration::from_millis(300)); // subscriptions start within relay_block_ms
     send_acked(&mut ca, "conv", 1, "A");
-    let on_b = cb.expect("A's update on B", |_, m| matches!(m, Message::Sync(SyncMessage::Update(_))));
-    let on_c = cc.expect("A's update on C", |_, m| matches!(m, Message::Sync(SyncMessage::Update(_))));
+    let on_b = cb.expect("A's update on B", |_, m| {
+        matches!(m, Message::Sync(SyncMessage::Update(_)))
+    });
+    let on_c = cc.expect("A's update on C", |_, m| {
+        matches!(m, Message::Sync(SyncMessage::Update(_)))
+    });
     for f in [on_b, on_c] {
-        if let Ok(Packet::Message { message: Message::Sync(SyncMessage::Update(u)), .. }) = protocol::decode(&f) {
+        if let Ok(Packet::Message {
+            message: Message::Sync(SyncMessage::Update(u)),
+            ..
+        }) = protocol::decode(&f)
+        {
             assert_eq!(render(&[u]), "A");
         }
     }
     send_acked(&mut cb, "conv", 2, "B");
     send_acked(&mut cc, "conv", 3, "C");
     for n in [&a, &b, &c] {
-        wait_content(n, "conv", "all three edits", |t| t.len() == 3 && t.contains('A') && t.contains('B') && t.contains('C'));
+        wait_content(n, "conv", "all three edits", |t| {
+            t.len() == 3 && t.contains('A') && t.contains('B') && t.contains('C')
+        });
     }
     // Awareness and stateless cross nodes.
     let state = [1u8, 0x07, 1, 2, b'{', b'}'];
     ca.send("conv", Message::Awareness(&state));
-    cb.expect("A's awareness on B", |_, m| matches!(m, Message::Awareness(p) if *p == state));
+    cb.expect(
+        "A's awareness on B",
+        |_, m| matches!(m, Message::Awareness(p) if *p == state),
+    );
     cc.send("conv", Message::Stateless("hello from C"));
-    ca.expect("C's stateless on A", |_, m| matches!(m, Message::Stateless("hello from C")));
-    cb.expect("C's stateless on B", |_, m| matches!(m, Message::Stateless("hello from C")));
+    ca.expect("C's stateless on A", |_, m| {
+        matches!(m, Message::Stateless("hello from C"))
+    });
+    cb.expect("C's stateless on B", |_, m| {
+        matches!(m, Message::Stateless("hello from C"))
+    });
     // A's client leaves: its awareness is removed on B too.
     drop(ca);
     let removal = [1u8, 0x07, 2, 4, b'n', b'u', b'l', b'l'];
-    cb.expect("A's awareness removal on B", |_, m| matches!(m, Message::Awareness(p) if *p == removal));
+    cb.expect(
+        "A's awareness removal on B",
+        |_, m| matches!(m, Message::Awareness(p) if *p == removal),
+    );
     // Exactly one node owns the document.
-    let owned: i64 = [&a, &b, &c].iter().map(|n| n.health()["cluster"]["leases_owned"].as_i64().unwrap_or(0)).sum();
+    let owned: i64 = [&a, &b, &c]
+        .iter()
+        .map(|n| n.health()["cluster"]["leases_owned"].as_i64().unwrap_or(0))
+        .sum();
     assert_eq!(owned, 1, "one lease owner");
 }
 
@@ -129,7 +169,11 @@ fn owner_kill_9_is_taken_over_and_no_acknowledged_update_is_lost() {
     a.kill(); // SIGKILL the owner
     let killed = Instant::now();
     b.wait_health("B takes the lease", |h| h["cluster"]["leases_owned"] == 1);
-    assert!(killed.elapsed() < Duration::from_secs(3 + 4), "takeover within TTL + a few seconds: {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(3 + 4),
+        "takeover within TTL + a few seconds: {:?}",
+        killed.elapsed()
+    );
     // B keeps accepting edits and, as owner now, compacts with its newer fencing token.
     for i in 0..15u64 {
         send_acked(&mut cb, "failover", 3000 + i, "c");
@@ -137,7 +181,9 @@ fn owner_kill_9_is_taken_over_and_no_acknowledged_update_is_lost() {
     }
     // A client of the dead node reconnects elsewhere: everything acknowledged is there.
     let (late, _dl) = node(&pg, &redis.url(), "node-late", &[]);
-    let content = wait_content(&late, "failover", "every acknowledged update", |t| t.len() == acked);
+    let content = wait_content(&late, "failover", "every acknowledged update", |t| {
+        t.len() == acked
+    });
     assert_eq!(content.len(), acked);
     assert!(b.metrics().contains("zedi_lease_acquisitions_total 1"));
 }
@@ -160,21 +206,32 @@ fn redis_restart_and_pause_keep_local_editing_and_catch_up_across_nodes() {
     redis.stop();
     send_acked(&mut ca, "blip", 2, "2");
     let local = collect_updates(&mut ca2, Duration::from_millis(500));
-    assert!(!local.is_empty(), "editors on the same node still see each other");
+    assert!(
+        !local.is_empty(),
+        "editors on the same node still see each other"
+    );
     a.wait_health("A sees Redis down", |h| h["cluster"]["redis"] == "degraded");
     redis.restart();
-    wait_content(&b, "blip", "the edit made while Redis was down", |t| t.len() == 2);
+    wait_content(&b, "blip", "the edit made while Redis was down", |t| {
+        t.len() == 2
+    });
     for n in [&a, &b] {
         n.wait_health("Redis ok again", |h| h["cluster"]["redis"] == "ok");
     }
     // Leases are re-established safely: exactly one owner again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let owned: i64 = [&a, &b].iter().map(|n| n.health()["cluster"]["leases_owned"].as_i64().unwrap_or(0)).sum();
+        let owned: i64 = [&a, &b]
+            .iter()
+            .map(|n| n.health()["cluster"]["leases_owned"].as_i64().unwrap_or(0))
+            .sum();
         if owned == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "no single owner after the restart ({owned})");
+        assert!(
+            Instant::now() < deadline,
+            "no single owner after the restart ({owned})"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -183,7 +240,9 @@ fn redis_restart_and_pause_keep_local_editing_and_catch_up_across_nodes() {
     send_acked(&mut cb, "blip", 3, "3");
     std::thread::sleep(Duration::from_secs(3));
     redis.resume();
-    wait_content(&a, "blip", "the edit made while Redis was paused", |t| t.len() == 3);
+    wait_content(&a, "blip", "the edit made while Redis was paused", |t| {
+        t.len() == 3
+    });
     send_acked(&mut ca, "blip", 4, "4");
     let live = collect_updates(&mut cb, Duration::from_secs(3));
     assert!(!live.is_empty(), "live relay resumes after the pause");
@@ -204,8 +263,14 @@ fn a_node_that_joins_late_loads_and_then_follows_live() {
     assert_eq!(render(&[&cc.open("late")]).len(), 5);
     std::thread::sleep(Duration::from_millis(300));
     send_acked(&mut ca, "late", 99, "y");
-    let live = cc.expect("a live update on the late node", |_, m| matches!(m, Message::Sync(SyncMessage::Update(_))));
-    if let Ok(Packet::Message { message: Message::Sync(SyncMessage::Update(u)), .. }) = protocol::decode(&live) {
+    let live = cc.expect("a live update on the late node", |_, m| {
+        matches!(m, Message::Sync(SyncMessage::Update(_)))
+    });
+    if let Ok(Packet::Message {
+        message: Message::Sync(SyncMessage::Update(u)),
+        ..
+    }) = protocol::decode(&live)
+    {
         assert_eq!(render(&[u]), "y");
     }
 }
@@ -214,18 +279,40 @@ fn a_node_that_joins_late_loads_and_then_follows_live() {
 fn elasticache_style_tls_with_auth_token_and_key_prefixes() {
     let pg = PgCluster::start();
     let redis = RedisServer::start_tls("s3cret-token");
-    let (a, _da) = node(&pg, &redis.url(), "node-a", &[("ZEDI__CLUSTER__KEY_PREFIX", "env1:")]);
-    let (b, _db) = node(&pg, &redis.url(), "node-b", &[("ZEDI__CLUSTER__KEY_PREFIX", "env1:")]);
-    let (other, _do) = node(&pg, &redis.url(), "node-x", &[("ZEDI__CLUSTER__KEY_PREFIX", "env2:")]);
-    a.wait_health("TLS Redis ok", |h| h["cluster"]["redis"] == "ok" && h["cluster"]["nodes"] == 2);
+    let (a, _da) = node(
+        &pg,
+        &redis.url(),
+        "node-a",
+        &[("ZEDI__CLUSTER__KEY_PREFIX", "env1:")],
+    );
+    let (b, _db) = node(
+        &pg,
+        &redis.url(),
+        "node-b",
+        &[("ZEDI__CLUSTER__KEY_PREFIX", "env1:")],
+    );
+    let (other, _do) = node(
+        &pg,
+        &redis.url(),
+        "node-x",
+        &[("ZEDI__CLUSTER__KEY_PREFIX", "env2:")],
+    );
+    a.wait_health("TLS Redis ok", |h| {
+        h["cluster"]["redis"] == "ok" && h["cluster"]["nodes"] == 2
+    });
     let (mut ca, mut cb, mut cx) = (a.ws(), b.ws(), other.ws());
     for cl in [&mut ca, &mut cb, &mut cx] {
         cl.open("shared-name");
     }
     std::thread::sleep(Duration::from_millis(300));
     send_acked(&mut ca, "shared-name", 1, "tls");
-    cb.expect("relay over TLS", |_, m| matches!(m, Message::Sync(SyncMessage::Update(_))));
-    assert!(collect_updates(&mut cx, Duration::from_millis(800)).is_empty(), "another prefix is another environment");
+    cb.expect("relay over TLS", |_, m| {
+        matches!(m, Message::Sync(SyncMessage::Update(_)))
+    });
+    assert!(
+        collect_updates(&mut cx, Duration::from_millis(800)).is_empty(),
+        "another prefix is another environment"
+    );
 
     // A wrong token is refused at start, with a message naming Redis.
     let dir = tempfile::tempdir().unwrap();
@@ -239,7 +326,11 @@ fn elasticache_style_tls_with_auth_token_and_key_prefixes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Redis"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Redis"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A paused or partitioned ex-owner comes back with its old token: the store refuses it.
@@ -266,24 +357,72 @@ async fn a_stale_owner_is_fenced_off_by_the_store() {
     .await
     .unwrap();
     let doc = "fenced-doc";
-    let Acquired::New(old) = acquire(&mut conn, &keys.lease(doc), &keys.fence(doc), "node-a", 200, 0).await.unwrap() else {
+    let Acquired::New(old) = acquire(
+        &mut conn,
+        &keys.lease(doc),
+        &keys.fence(doc),
+        "node-a",
+        200,
+        0,
+    )
+    .await
+    .unwrap() else {
         panic!("first acquisition")
     };
-    assert_eq!(acquire(&mut conn, &keys.lease(doc), &keys.fence(doc), "node-b", 200, 0).await.unwrap(), Acquired::Taken);
+    assert_eq!(
+        acquire(
+            &mut conn,
+            &keys.lease(doc),
+            &keys.fence(doc),
+            "node-b",
+            200,
+            0
+        )
+        .await
+        .unwrap(),
+        Acquired::Taken
+    );
     tokio::time::sleep(Duration::from_millis(300)).await; // node-a "paused" past its TTL
-    let Acquired::New(new) = acquire(&mut conn, &keys.lease(doc), &keys.fence(doc), "node-b", 5000, 0).await.unwrap() else {
+    let Acquired::New(new) = acquire(
+        &mut conn,
+        &keys.lease(doc),
+        &keys.fence(doc),
+        "node-b",
+        5000,
+        0,
+    )
+    .await
+    .unwrap() else {
         panic!("takeover")
     };
     assert!(new > old);
-    store.append(&[AppendItem { name: doc.into(), update: text_update(1, "x").into() }]).await.unwrap();
+    store
+        .append(&[AppendItem {
+            name: doc.into(),
+            update: text_update(1, "x").into(),
+        }])
+        .await
+        .unwrap();
     store.compact(doc, new).await.unwrap();
     match store.compact(doc, old).await {
         Err(StoreError::Fenced { offered, stored }) => assert_eq!((offered, stored), (old, new)),
         other => panic!("the stale owner must be refused: {other:?}"),
     }
     // A Redis that lost its counter never issues a token below what the store holds.
-    let _: () = ::redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    let Acquired::New(after_loss) = acquire(&mut conn, &keys.lease(doc), &keys.fence(doc), "node-c", 5000, new).await.unwrap() else {
+    let _: () = ::redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let Acquired::New(after_loss) = acquire(
+        &mut conn,
+        &keys.lease(doc),
+        &keys.fence(doc),
+        "node-c",
+        5000,
+        new,
+    )
+    .await
+    .unwrap() else {
         panic!("acquire after data loss")
     };
     assert!(after_loss > new);

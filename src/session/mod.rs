@@ -55,6 +55,8 @@ pub struct SessionContext {
     pub ping_interval: Duration,
     /// Time a provider gets to answer a token refresh request before the document is closed.
     pub refresh_grace: Duration,
+    /// Becomes `true` when the node drains: every session then closes with 4205.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 enum Queued {
@@ -313,6 +315,15 @@ impl Actor for SessionActor {
         self.shared.metrics.connections_open.inc();
         self.shared.metrics.connections_total.inc();
         ctx.run_interval(self.shared.ping_interval, |act, ctx| act.heartbeat(ctx));
+        let mut shutdown = self.shared.shutdown.clone();
+        ctx.spawn(
+            async move {
+                let _ = shutdown.wait_for(|closing| *closing).await;
+            }
+            .into_actor(self)
+            // 4205: the provider reconnects (through the ALB, to another task) and resyncs.
+            .map(|_, act, ctx| act.close_socket(ctx, 4205, "server shutting down")),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -32,8 +32,23 @@ impl RedisServer {
             let key = dir.path().join("key.pem");
             let cert = dir.path().join("cert.pem");
             let ok = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-                .args(["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                ])
+                .args([
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
@@ -44,7 +59,12 @@ impl RedisServer {
             assert!(ok.success(), "openssl failed");
             (dir.path().to_path_buf(), password)
         });
-        let mut server = RedisServer { child: None, port: free_port(), tls, _dir: dir };
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            tls,
+            _dir: dir,
+        };
         server.spawn();
         server
     }
@@ -68,7 +88,12 @@ impl RedisServer {
                     .args(["--tls-auth-clients", "no", "--requirepass", password]);
             }
         }
-        self.child = Some(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn redis-server"));
+        self.child = Some(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server"),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -83,7 +108,9 @@ impl RedisServer {
         match &self.tls {
             None => format!("redis://127.0.0.1:{}", self.port),
             // `#insecure`: the test certificate is self-signed.
-            Some((_, password)) => format!("rediss://:{password}@127.0.0.1:{}/#insecure", self.port),
+            Some((_, password)) => {
+                format!("rediss://:{password}@127.0.0.1:{}/#insecure", self.port)
+            }
         }
     }
 
@@ -102,7 +129,10 @@ impl RedisServer {
 
     fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
         }
     }
 
