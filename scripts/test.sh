@@ -25,6 +25,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -33,6 +34,16 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+step "moto (AWS API emulator for the CloudWatch tests), in a cached virtualenv"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/zedi-sync-tests"
+moto_venv="$cache/moto-venv-5.2.5"
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+  rm -rf "$moto_venv"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+export ZEDI_TEST_MOTO_SERVER="$moto_venv/bin/moto_server"
 
 step "npm packages for the interop tests (exact versions from package-lock.json)"
 if [ ! -d tests/interop/node_modules ] || ! diff -q tests/interop/package-lock.json tests/interop/node_modules/.package-lock.json >/dev/null 2>&1; then

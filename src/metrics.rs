@@ -9,6 +9,47 @@ use prometheus::{
 };
 
 /// Latency buckets from 50 µs to 5 s: update apply is microseconds, an fsync milliseconds.
+/// Every `kind` of `protocol_errors_total` (a closed set: see docs/metrics.md).
+pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
+    "malformed_frame",
+    "unknown_message_type",
+    "unknown_sync_type",
+    "unknown_auth_type",
+    "invalid_document_name",
+    "frame_too_large",
+    "text_frame",
+    "websocket_protocol",
+    "preauth_limit",
+    "too_many_documents",
+    "server_only_message",
+    "unexpected_message",
+    "bad_update",
+    "bad_state_vector",
+    "poisoned_update",
+    "bad_awareness",
+    "bad_relay_update",
+    "bad_relay_entry",
+];
+
+/// Every `result` of `auth_results_total`.
+pub const AUTH_RESULTS: &[&str] = &[
+    "read_write",
+    "readonly",
+    "denied_policy",
+    "missing_token",
+    "malformed",
+    "algorithm_not_allowed",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "wrong_token_use",
+    "unknown_key",
+    "jwks_unavailable",
+    "refresh_failed",
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
@@ -101,7 +142,7 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(store_seconds.clone()))
             .expect("unique metric name");
-        Arc::new(Metrics {
+        let metrics = Arc::new(Metrics {
             connections_open: gauge(&r, "connections_open", "Open WebSocket connections."),
             connections_total: counter(&r, "connections_total", "WebSocket connections accepted."),
             documents_open: gauge(&r, "documents_open", "Documents loaded on this node."),
@@ -223,7 +264,63 @@ impl Metrics {
             ),
             draining: gauge(&r, "draining", "1 from the shutdown signal until exit."),
             registry: r,
-        })
+        });
+        metrics.initialise_series();
+        metrics
+    }
+
+    /// Creates every series of the bounded label sets at 0, so dashboards and alerts (`rate()`,
+    /// `absent()`) see them before the first event.
+    fn initialise_series(&self) {
+        const TYPES: &[&str] = &[
+            "sync",
+            "awareness",
+            "auth",
+            "query_awareness",
+            "sync_reply",
+            "stateless",
+            "broadcast_stateless",
+            "close",
+            "sync_status",
+            "ping",
+            "pong",
+        ];
+        for direction in ["in", "out"] {
+            self.bytes_total.with_label_values(&[direction]);
+            for ty in TYPES {
+                self.messages_total.with_label_values(&[direction, ty]);
+            }
+        }
+        for op in ["load", "append", "compact"] {
+            self.store_seconds.with_label_values(&[op]);
+            for kind in ["backend", "fenced", "corrupt"] {
+                self.store_errors_total.with_label_values(&[op, kind]);
+            }
+        }
+        for kind in PROTOCOL_ERROR_KINDS {
+            self.protocol_errors_total.with_label_values(&[kind]);
+        }
+        for reason in [
+            "normal",
+            "message_too_big",
+            "reset_connection",
+            "unauthorized",
+            "forbidden",
+            "timeout",
+            "other",
+            "document",
+        ] {
+            self.closes_total.with_label_values(&[reason]);
+        }
+        for result in AUTH_RESULTS {
+            self.auth_results_total.with_label_values(&[result]);
+        }
+        for op in ["publish", "read", "lease", "heartbeat"] {
+            self.redis_errors_total.with_label_values(&[op]);
+        }
+        for result in ["ok", "error"] {
+            self.cloudwatch_publish_total.with_label_values(&[result]);
+        }
     }
 
     pub fn message(&self, direction: &'static str, ty: &'static str) {

@@ -22,7 +22,8 @@ locals {
   #  1. ECS deregisters it from the target group: no new WebSockets reach it; the open ones keep
   #     working for deregistration_delay, then the ALB closes them (the providers reconnect and
   #     land on another task). WebSockets never finish by themselves, so a longer delay would only
-  #     slow deploys down; 30 s also covers the ALB health checks noticing /health's 503.
+  #     slow deploys down. (/health's 503 while draining covers a SIGTERM that does not come from
+  #     ECS: the ALB takes the target out after two failed checks, 20 s.)
   #  2. ECS sends SIGTERM: the daemon drains (/health 503, refuse new sockets, flush documents,
   #     release leases, close what is left with a reconnect-friendly code) within its 25 s drain
   #     deadline, and exits.
@@ -31,6 +32,7 @@ locals {
   #     inside its two-minute warning.
   stop_timeout_secs         = 30
   deregistration_delay_secs = 30
+  drain_deadline_ms         = 25000 # server.drain_deadline_ms, set explicitly to keep the three together
 
   log_group_name = "/ecs/${local.name}/realtime"
   cognito_region = var.cognito_region != "" ? var.cognito_region : var.aws_region
@@ -38,21 +40,22 @@ locals {
   # Container environment; empty values are left out so the daemon's defaults apply.
   environment = merge(
     { for k, v in {
-      PORT                          = tostring(var.container_port)
-      ZEDI__LOG__FORMAT             = "json"
-      ZEDI__LOG__LEVEL              = var.log_level
-      ZEDI__STORE__KIND             = "postgres"
-      ZEDI__STORE__SSLMODE          = var.database_sslmode
-      ZEDI__STORE__SSL_ROOT_CERT    = var.database_ssl_root_cert
-      ZEDI__CLOUDWATCH__MODE        = "api"
-      ZEDI__CLOUDWATCH__NAMESPACE   = local.metric_namespace
-      ZEDI__CLOUDWATCH__METRIC_NAME = local.metric_name
-      ZEDI__CLOUDWATCH__DIMENSIONS  = local.metric_dimensions_env
-      ZEDI__CLOUDWATCH__REGION      = var.aws_region
-      COGNITO_USER_POOL_ID          = var.cognito_user_pool_id
-      COGNITO_REGION                = var.cognito_user_pool_id != "" ? local.cognito_region : ""
-      ZEDI__AUTH__AUDIENCES         = join(",", var.cognito_app_client_ids)
-      ALLOWED_ORIGINS               = join(",", var.allowed_origins)
+      PORT                            = tostring(var.container_port)
+      ZEDI__SERVER__DRAIN_DEADLINE_MS = tostring(local.drain_deadline_ms)
+      ZEDI__LOG__FORMAT               = "json"
+      ZEDI__LOG__LEVEL                = var.log_level
+      ZEDI__STORE__KIND               = "postgres"
+      ZEDI__STORE__SSLMODE            = var.database_sslmode
+      ZEDI__STORE__SSL_ROOT_CERT      = var.database_ssl_root_cert
+      ZEDI__CLOUDWATCH__MODE          = "api"
+      ZEDI__CLOUDWATCH__NAMESPACE     = local.metric_namespace
+      ZEDI__CLOUDWATCH__METRIC_NAME   = local.metric_name
+      ZEDI__CLOUDWATCH__DIMENSIONS    = local.metric_dimensions_env
+      ZEDI__CLOUDWATCH__REGION        = var.aws_region
+      COGNITO_USER_POOL_ID            = var.cognito_user_pool_id
+      COGNITO_REGION                  = var.cognito_user_pool_id != "" ? local.cognito_region : ""
+      ZEDI__AUTH__AUDIENCES           = join(",", var.cognito_app_client_ids)
+      ALLOWED_ORIGINS                 = join(",", var.allowed_origins)
     } : k => v if v != "" },
     var.extra_environment,
   )
@@ -192,8 +195,9 @@ resource "aws_ecs_task_definition" "realtime" {
       secrets     = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
 
       # The daemon writes nothing to disk with the PostgreSQL store (forced above); logs go to
-      # stderr. The image runs as uid 10001 (Dockerfile USER).
-      readonlyRootFilesystem = true
+      # stderr. The image runs as uid 10001 (Dockerfile USER). ECS Exec's agent needs a writable
+      # root filesystem, so enabling it lifts this.
+      readonlyRootFilesystem = !var.enable_execute_command
       privileged             = false
       stopTimeout            = local.stop_timeout_secs
 

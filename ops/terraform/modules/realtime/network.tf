@@ -3,10 +3,11 @@
 #                                                      --6379--> ElastiCache
 #                                                      --443---> AWS APIs, Cognito JWKS (NAT / endpoints)
 #   Prometheus --container port (/metrics)--> tasks
-# DNS to the VPC resolver is not subject to security groups.
+# DNS to the VPC resolver is not subject to security groups. Groups are named by prefix so that
+# create_before_destroy can replace one without a name clash.
 
 resource "aws_security_group" "alb" {
-  name        = "${local.name}-realtime-alb"
+  name_prefix = "${local.name}-rt-alb-"
   description = "zedi-sync ALB: HTTPS (and the HTTP redirect) from the editors"
   vpc_id      = var.vpc_id
   tags        = merge(local.tags, { Name = "${local.name}-realtime-alb" })
@@ -17,7 +18,7 @@ resource "aws_security_group" "alb" {
 }
 
 resource "aws_security_group" "task" {
-  name        = "${local.name}-realtime-task"
+  name_prefix = "${local.name}-rt-task-"
   description = "zedi-sync tasks: traffic from the ALB and Prometheus only"
   vpc_id      = var.vpc_id
   tags        = merge(local.tags, { Name = "${local.name}-realtime-task" })

@@ -277,7 +277,7 @@ variable "fargate_base_count" {
 }
 
 variable "enable_execute_command" {
-  description = "Allow ECS Exec into the tasks (grants the SSM channel permissions to the task role)."
+  description = "Allow ECS Exec into the tasks (grants the SSM channel permissions to the task role, and makes the root filesystem writable, which ECS Exec needs)."
   type        = bool
   default     = false
 }

@@ -1,0 +1,353 @@
+//! Operations: graceful drain, CloudWatch `ActiveConnections` (against moto's real AWS API
+//! emulator, and as EMF lines), and the metrics catalogue.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Daemon, free_port, http_get, render, text_update};
+use zedi_sync::protocol::{Message, SyncMessage};
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+}
+
+/// Spawns the daemon with stdout piped (EMF lines go there); returns the child and its port.
+fn spawn_piped(data: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.env("PORT", port.to_string())
+        .env("ZEDI__SERVER__HOST", "127.0.0.1")
+        .env("ZEDI__STORE__PATH", data.join("zedi-sync.db"))
+        .env("ZEDI__LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/health").map(|(s, _)| s) != Some(200) {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn sigterm_drains_health_503_refuses_upgrades_closes_with_4205_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = spawn_piped(dir.path(), &[("ZEDI__SERVER__DRAIN_DELAY_MS", "1500")]);
+    let mut c = common::Client::connect(port);
+    c.open("drained");
+    c.send(
+        "drained",
+        Message::Sync(SyncMessage::Update(&text_update(1, "kept"))),
+    );
+    c.expect_ack("drained");
+    let signalled = Instant::now();
+    signal(child.id(), "-TERM");
+    // /health turns 503 at once.
+    let mut saw_503 = false;
+    while signalled.elapsed() < Duration::from_millis(1000) {
+        if let Some((503, body)) = http_get(port, "/health") {
+            assert!(body.contains("draining"), "{body}");
+            saw_503 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(saw_503, "/health did not turn 503 at once");
+    // New upgrades are refused while draining.
+    assert!(
+        tungstenite::connect(format!("ws://127.0.0.1:{port}/")).is_err(),
+        "upgrade accepted while draining"
+    );
+    // The existing connection is closed with a code the provider reconnects after.
+    c.expect_close(4205);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)),
+        Some(0),
+        "clean exit"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        signalled.elapsed()
+    );
+
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut c = daemon.ws();
+    assert_eq!(render(&[&c.open("drained")]), "kept");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _port) = spawn_piped(
+        dir.path(),
+        &[
+            ("ZEDI__SERVER__DRAIN_DELAY_MS", "15000"),
+            ("ZEDI__SERVER__DRAIN_DEADLINE_MS", "20000"),
+        ],
+    );
+    signal(child.id(), "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining after the first signal"
+    );
+    let second = Instant::now();
+    signal(child.id(), "-INT");
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(3)).is_some(),
+        "did not exit on the second signal"
+    );
+    assert!(second.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn emf_mode_prints_active_connections_as_embedded_metric_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = spawn_piped(
+        dir.path(),
+        &[
+            ("ZEDI__CLOUDWATCH__MODE", "emf"),
+            ("ZEDI__CLOUDWATCH__INTERVAL_SECS", "1"),
+            ("ZEDI__CLOUDWATCH__NAMESPACE", "zedi/test"),
+        ],
+    );
+    let clients: Vec<_> = (0..3).map(|_| common::Client::connect(port)).collect();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).expect("every stdout line is an EMF JSON document");
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "zedi/test");
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["ServiceName"]])
+        );
+        assert_eq!(directive["Metrics"][0]["Name"], "ActiveConnections");
+        assert_eq!(directive["Metrics"][0]["Unit"], "Count");
+        assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+        assert_eq!(v["ServiceName"], "zedi-realtime");
+        if v["ActiveConnections"] == 3 {
+            seen = Some(v);
+            break;
+        }
+    }
+    assert!(seen.is_some(), "no EMF line with ActiveConnections = 3");
+    drop(clients);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// moto's server, the AWS API emulator (`scripts/test.sh` installs it and sets ZEDI_TEST_MOTO_SERVER).
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let bin = std::env::var("ZEDI_TEST_MOTO_SERVER").expect(
+            "set ZEDI_TEST_MOTO_SERVER to moto_server (scripts/test.sh installs moto[server] and sets it)",
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn datapoints(endpoint: &str) -> Vec<f64> {
+    use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    let client = aws_sdk_cloudwatch::Client::new(&config);
+    let now = std::time::SystemTime::now();
+    let out = client
+        .get_metric_statistics()
+        .namespace("zedi/dev")
+        .metric_name("ActiveConnections")
+        .dimensions(
+            Dimension::builder()
+                .name("ServiceName")
+                .value("zedi-realtime")
+                .build(),
+        )
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from(
+            now - Duration::from_secs(600),
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from(
+            now + Duration::from_secs(60),
+        ))
+        .period(60)
+        .statistics(Statistic::Maximum)
+        .send()
+        .await
+        .expect("GetMetricStatistics");
+    out.datapoints()
+        .iter()
+        .filter_map(|d| d.maximum())
+        .collect()
+}
+
+#[tokio::test]
+async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_serving() {
+    let moto = Moto::start();
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("ZEDI__CLOUDWATCH__MODE", "api"),
+            ("ZEDI__CLOUDWATCH__INTERVAL_SECS", "1"),
+            ("ZEDI__CLOUDWATCH__ENDPOINT_URL", &endpoint),
+            ("ZEDI__CLOUDWATCH__REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    let port = daemon.port;
+    let clients = tokio::task::spawn_blocking(move || {
+        (0..4)
+            .map(|_| common::Client::connect(port))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if datapoints(&endpoint).await.contains(&4.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ActiveConnections = 4 datapoint in the emulator"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        daemon
+            .metrics()
+            .contains("zedi_cloudwatch_publish_total{result=\"ok\"}")
+    );
+
+    // The API goes away: failures are counted, editing goes on.
+    drop(moto);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon
+        .metrics()
+        .contains("zedi_cloudwatch_publish_total{result=\"error\"}")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "publish failures were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let port = daemon.port;
+    tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::connect(port);
+        c.open("still-serving");
+        c.send(
+            "still-serving",
+            Message::Sync(SyncMessage::Update(&text_update(5, "ok"))),
+        );
+        c.expect_ack("still-serving");
+    })
+    .await
+    .unwrap();
+    assert_eq!(daemon.health()["status"], "ok");
+    drop(clients);
+}
+
+/// Every metric the daemon exposes is documented in docs/metrics.md, and every documented one
+/// exists, so the catalogue cannot drift from the code.
+#[test]
+fn the_metrics_catalogue_matches_what_the_daemon_exposes() {
+    let catalogue =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let exposed: std::collections::BTreeSet<String> = daemon
+        .metrics()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    assert!(exposed.len() > 20, "{exposed:?}");
+    for name in &exposed {
+        assert!(
+            catalogue.contains(&format!("`{name}`")),
+            "{name} is not in docs/metrics.md"
+        );
+    }
+    let documented: Vec<&str> = catalogue
+        .split('`')
+        .filter(|w| {
+            w.len() > "zedi_".len()
+                && w.starts_with("zedi_")
+                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .collect();
+    for name in documented {
+        assert!(
+            exposed.contains(name),
+            "docs/metrics.md lists {name}, which the daemon does not expose"
+        );
+    }
+}
