@@ -38,7 +38,7 @@ fi
 step "moto (AWS API emulator for the CloudWatch tests), in a cached virtualenv"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/zedi-sync-tests"
 moto_venv="$cache/moto-venv-5.2.5"
-if [ ! -x "$moto_venv/bin/moto_server" ]; then
+if ! "$moto_venv/bin/moto_server" --help >/dev/null 2>&1; then
   rm -rf "$moto_venv"
   python3 -m venv "$moto_venv"
   "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
