@@ -61,6 +61,7 @@ pub struct ServerSettings {
     pub document_threads: usize,
     pub drain_delay_ms: u64,
     pub drain_deadline_ms: u64,
+    pub trusted_proxies: String,
     pub allowed_origins: String,
 }
 
@@ -241,6 +242,13 @@ pub struct Limits {
     pub max_documents_per_connection: usize,
     pub max_preauth_messages: usize,
     pub max_preauth_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_messages_per_sec: u32,
+    pub max_message_burst: u32,
+    pub max_bytes_per_sec: u64,
+    pub max_outbound_bytes: usize,
+    pub max_document_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -392,6 +400,29 @@ impl Settings {
         }
         if self.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
+        }
+        if let Err(reason) = crate::limits::parse_cidrs(&self.server.trusted_proxies) {
+            return Err(invalid("server.trusted_proxies", reason));
+        }
+        if self.limits.max_messages_per_sec == 0
+            || self.limits.max_message_burst < self.limits.max_messages_per_sec
+        {
+            return Err(invalid(
+                "limits.max_message_burst",
+                "rates must be > 0 and the burst at least the per-second rate",
+            ));
+        }
+        if self.limits.max_bytes_per_sec == 0 {
+            return Err(invalid("limits.max_bytes_per_sec", "must be > 0"));
+        }
+        if self.limits.max_outbound_bytes < self.limits.max_frame_bytes {
+            return Err(invalid(
+                "limits.max_outbound_bytes",
+                "must be at least limits.max_frame_bytes",
+            ));
+        }
+        if self.limits.max_document_bytes == 0 {
+            return Err(invalid("limits.max_document_bytes", "must be > 0"));
         }
         if self.limits.max_document_name_bytes == 0 {
             return Err(invalid(

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use serde::Serialize;
 
+use crate::limits::{Cidr, ConnectionLimiter, Refused, client_ip};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
 use crate::session::{SessionActor, SessionContext};
@@ -21,6 +22,9 @@ pub struct AppState {
     pub max_frame_bytes: usize,
     /// Origins allowed to upgrade; empty: any.
     pub allowed_origins: Vec<String>,
+    pub limiter: Arc<ConnectionLimiter>,
+    /// Proxies whose X-Forwarded-For is believed (the ALB).
+    pub trusted_proxies: Vec<Cidr>,
     /// Cluster state, when this node is part of one.
     pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
 }
@@ -115,7 +119,38 @@ async fn upgrade(
             return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
         }
     }
-    let session = SessionActor::new(Arc::clone(&state.sessions));
+    let peer = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer, forwarded, &state.trusted_proxies);
+    let slot = match state.limiter.try_acquire(ip) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let (label, response) = match refused {
+                Refused::NodeFull => (
+                    "node_full",
+                    HttpResponse::ServiceUnavailable().body("too many connections on this node\n"),
+                ),
+                Refused::AddressFull => (
+                    "address_full",
+                    HttpResponse::TooManyRequests()
+                        .body("too many connections from this address\n"),
+                ),
+            };
+            state
+                .metrics
+                .connections_refused_total
+                .with_label_values(&[label])
+                .inc();
+            tracing::info!(%ip, reason = label, "WebSocket upgrade refused: connection limit");
+            return Ok(response);
+        }
+    };
+    let session = SessionActor::new(Arc::clone(&state.sessions), slot);
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.max_frame_bytes)
         .start()

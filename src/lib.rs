@@ -20,6 +20,7 @@ pub mod config;
 pub mod document;
 pub mod drain;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod persistence;
 pub mod protocol;

@@ -29,6 +29,9 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "bad_awareness",
     "bad_relay_update",
     "bad_relay_entry",
+    "rate_limited",
+    "slow_consumer",
+    "document_too_large",
 ];
 
 /// Every `result` of `auth_results_total`.
@@ -94,6 +97,8 @@ pub struct Metrics {
     /// labels: result (ok, error)
     pub cloudwatch_publish_total: IntCounterVec,
     pub draining: IntGauge,
+    /// labels: reason (node_full, address_full)
+    pub connections_refused_total: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -263,6 +268,12 @@ impl Metrics {
                 &["result"],
             ),
             draining: gauge(&r, "draining", "1 from the shutdown signal until exit."),
+            connections_refused_total: counter_vec(
+                &r,
+                "connections_refused_total",
+                "WebSocket upgrades refused by a connection limit.",
+                &["reason"],
+            ),
             registry: r,
         });
         metrics.initialise_series();
@@ -317,6 +328,9 @@ impl Metrics {
         }
         for op in ["publish", "read", "lease", "heartbeat"] {
             self.redis_errors_total.with_label_values(&[op]);
+        }
+        for reason in ["node_full", "address_full"] {
+            self.connections_refused_total.with_label_values(&[reason]);
         }
         for result in ["ok", "error"] {
             self.cloudwatch_publish_total.with_label_values(&[result]);

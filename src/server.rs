@@ -12,6 +12,7 @@ use crate::config::{AuthMode, Settings, StoreKind};
 use crate::document::DocumentConfig;
 use crate::drain::{DrainState, Drainer, wait_for_signal};
 use crate::http::{self, AppState};
+use crate::limits::{ConnectionLimiter, parse_cidrs};
 use crate::metrics::Metrics;
 use crate::persistence::{Persistence, PersistenceConfig};
 use crate::registry::Registry;
@@ -85,6 +86,8 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         persistence.clone(),
         Arc::clone(&metrics),
         DocumentConfig {
+            max_outbound_bytes: settings.limits.max_outbound_bytes,
+            max_document_bytes: settings.limits.max_document_bytes,
             unload_grace: Duration::from_millis(settings.documents.unload_grace_ms),
             load_timeout: Duration::from_millis(settings.documents.load_timeout_ms),
             awareness_timeout: Duration::from_millis(settings.documents.awareness_timeout_ms),
@@ -120,6 +123,11 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         sessions,
         max_frame_bytes: settings.limits.max_frame_bytes,
         allowed_origins: settings.server.origins(),
+        limiter: ConnectionLimiter::new(
+            settings.limits.max_connections,
+            settings.limits.max_connections_per_ip,
+        ),
+        trusted_proxies: parse_cidrs(&settings.server.trusted_proxies).unwrap_or_default(),
         cluster: cluster.as_ref().map(|c| Arc::clone(&c.status)),
     });
     let addr = format!("{}:{}", settings.server.host, settings.server.port);

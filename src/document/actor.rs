@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -21,6 +22,10 @@ use crate::store::AppendItem;
 /// Document-actor tunables, from `[documents]` and `[store]`.
 #[derive(Debug, Clone)]
 pub struct DocumentConfig {
+    /// Per-socket bound of unread outbound bytes (see [`Join::outbound`]).
+    pub max_outbound_bytes: usize,
+    /// Largest encoded document; growth past it is refused.
+    pub max_document_bytes: usize,
     pub unload_grace: Duration,
     /// How long a load keeps retrying a failing store before the document is declared
     /// unavailable (sessions then get a CLOSE for it).
@@ -38,6 +43,9 @@ pub struct Join {
     pub outbox: Recipient<Outbound>,
     pub control: Recipient<CloseSocket>,
     pub read_only: bool,
+    /// Bytes sent to this socket that it has not taken yet; shared with the session, which
+    /// subtracts what it hands to the socket. Bounds what a slow reader can pile up.
+    pub outbound: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +91,22 @@ pub struct SetAccess {
     pub read_only: bool,
 }
 
+/// Hands a frame to a socket unless that would exceed its outbound budget.
+fn deliver(conn: &Conn, frame: Bytes, ty: crate::protocol::MessageType, limit: usize) -> bool {
+    let len = frame.len();
+    if conn.outbound.fetch_add(len, Ordering::Relaxed) + len > limit {
+        conn.outbound.fetch_sub(len, Ordering::Relaxed);
+        return false;
+    }
+    conn.outbox.do_send(Outbound { frame, ty });
+    true
+}
+
 pub(super) struct Conn {
     outbox: Recipient<Outbound>,
     control: Recipient<CloseSocket>,
     read_only: bool,
+    outbound: Arc<AtomicUsize>,
     /// Awareness client ids this attachment introduced, removed when it leaves.
     awareness_ids: HashSet<u64>,
 }
@@ -113,6 +133,10 @@ pub struct DocumentActor {
     pub(super) inflight: usize,
     /// Log entries written since the last compaction (an estimate that starts from `load`).
     pub(super) log_len: u64,
+    /// Upper bound of the encoded document size: the exact size when last measured plus every
+    /// update applied since (deletions only make it smaller). Measured again only when it nears
+    /// the limit, so the common case costs nothing.
+    pub(super) approx_bytes: usize,
     /// Fencing token for compaction: the store's (single node) or the lease's (cluster).
     pub(super) fence: u64,
     /// Whether this node may compact: always on a single node, the lease holder in a cluster.
@@ -150,6 +174,7 @@ impl DocumentActor {
             config,
             inflight: 0,
             log_len: 0,
+            approx_bytes: 0,
             fence: 0,
             owner: false,
             cluster,
@@ -160,10 +185,12 @@ impl DocumentActor {
 
     /// Sends one message to every attachment (optionally but one). The body is encoded once;
     /// only the address differs between attachments, and nearly all share the plain name.
-    pub(super) fn broadcast(&self, message: &Message<'_>, except: Option<&ConnKey>) {
+    pub(super) fn broadcast(&mut self, message: &Message<'_>, except: Option<&ConnKey>) {
         let body = encode_body(message);
         let ty = message.message_type();
+        let limit = self.config.max_outbound_bytes;
         let mut framed: HashMap<&str, Bytes> = HashMap::new();
+        let mut too_slow = Vec::new();
         for (key, conn) in &self.conns {
             if except == Some(key) {
                 continue;
@@ -172,18 +199,54 @@ impl DocumentActor {
                 .entry(&key.address)
                 .or_insert_with(|| Bytes::from(prepend_address(&key.address, &body)))
                 .clone();
-            conn.outbox.do_send(Outbound { frame, ty });
+            if !deliver(conn, frame, ty, limit) {
+                too_slow.push(key.clone());
+            }
+        }
+        for key in too_slow {
+            self.drop_slow_reader(&key);
         }
     }
 
-    pub(super) fn send_to(&self, key: &ConnKey, message: &Message<'_>) {
+    pub(super) fn send_to(&mut self, key: &ConnKey, message: &Message<'_>) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let frame = Bytes::from(prepend_address(&key.address, &encode_body(message)));
+        if !deliver(
+            conn,
+            frame,
+            message.message_type(),
+            self.config.max_outbound_bytes,
+        ) {
+            let key = key.clone();
+            self.drop_slow_reader(&key);
+        }
+    }
+
+    /// Whether an update of `incoming` bytes may be applied without the document outgrowing
+    /// `limits.max_document_bytes`.
+    fn has_room_for(&mut self, incoming: usize) -> bool {
+        let limit = self.config.max_document_bytes;
+        if self.approx_bytes + incoming <= limit {
+            return true;
+        }
+        self.approx_bytes = self.state.encode_state().len();
+        self.approx_bytes + incoming <= limit
+    }
+
+    /// A socket that does not read what it is sent: closed (the provider reconnects and
+    /// resyncs from the document), never waited for.
+    fn drop_slow_reader(&mut self, key: &ConnKey) {
+        self.metrics.protocol_error("slow_consumer");
+        tracing::warn!(document = %self.name, session = key.session, "outbound queue full: closing a socket that does not read");
         if let Some(conn) = self.conns.get(key) {
-            let frame = Bytes::from(prepend_address(&key.address, &encode_body(message)));
-            conn.outbox.do_send(Outbound {
-                frame,
-                ty: message.message_type(),
+            conn.control.do_send(CloseSocket {
+                code: 4205,
+                reason: "too slow: outbound queue full".into(),
             });
         }
+        self.detach(key);
     }
 
     /// A protocol error of one attachment closes that socket (4205, as Hocuspocus does for an
@@ -233,6 +296,14 @@ impl DocumentActor {
                 return;
             }
         };
+        if !self.has_room_for(update.len()) {
+            self.metrics.protocol_error("document_too_large");
+            tracing::warn!(document = %self.name, session = key.session, limit = self.config.max_document_bytes, "update refused: document too large");
+            self.send_to(&key, &Message::SyncStatus(false));
+            self.send_to(&key, &Message::Close(Some("document too large")));
+            self.detach(&key);
+            return;
+        }
         let started = Instant::now();
         let applied = match self.state.apply_update(&update) {
             Ok(applied) => applied,
@@ -248,6 +319,7 @@ impl DocumentActor {
         self.metrics
             .update_apply_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.approx_bytes += update.len();
         if let Some(changes) = &applied.broadcast {
             self.broadcast(&Message::Sync(SyncMessage::Update(changes)), None);
         }
@@ -367,6 +439,7 @@ impl Handler<Join> for DocumentActor {
                 outbox: join.outbox,
                 control: join.control,
                 read_only: join.read_only,
+                outbound: join.outbound,
                 awareness_ids: HashSet::new(),
             },
         );

@@ -350,6 +350,7 @@ impl SessionActor {
             outbox: me.clone().recipient(),
             control: me.recipient(),
             read_only: grant.read_only,
+            outbound: Arc::clone(&self.outbound),
         };
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {

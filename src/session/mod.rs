@@ -18,6 +18,7 @@ use bytes::Bytes;
 use crate::auth::Authorizer;
 use crate::config::Limits;
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
+use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::metrics::Metrics;
 use crate::protocol::{
     self, AuthMessage, FrameError, Message, MessageType, PING_FRAME, PONG_FRAME, Packet,
@@ -105,6 +106,12 @@ pub struct SessionActor {
     fragments: Option<Vec<u8>>,
     closing: bool,
     next_generation: u64,
+    /// This connection's place in the node and per-address counts, given back on drop.
+    _slot: ConnectionSlot,
+    messages_rate: TokenBucket,
+    bytes_rate: TokenBucket,
+    /// Bytes document actors queued for this socket and not yet handed to it.
+    outbound: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn truncate_reason(reason: &str) -> String {
@@ -116,8 +123,22 @@ fn truncate_reason(reason: &str) -> String {
 }
 
 impl SessionActor {
-    pub fn new(shared: Arc<SessionContext>) -> Self {
+    pub fn new(shared: Arc<SessionContext>, slot: ConnectionSlot) -> Self {
+        let now = Instant::now();
+        let l = &shared.limits;
+        let messages_rate = TokenBucket::new(
+            f64::from(l.max_messages_per_sec),
+            f64::from(l.max_message_burst),
+            now,
+        );
+        // A single frame up to the size limit is always allowed as a burst.
+        let byte_burst = (l.max_bytes_per_sec as f64).max(l.max_frame_bytes as f64);
+        let bytes_rate = TokenBucket::new(l.max_bytes_per_sec as f64, byte_burst, now);
         SessionActor {
+            _slot: slot,
+            messages_rate,
+            bytes_rate,
+            outbound: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             shared,
             docs: HashMap::new(),
@@ -203,6 +224,10 @@ impl SessionActor {
     }
 
     fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        if !self.messages_rate.take(1.0, now) || !self.bytes_rate.take(frame.len() as f64, now) {
+            return self.protocol_error(ctx, "rate_limited", 4205, "rate limit exceeded");
+        }
         self.shared
             .metrics
             .bytes_total
@@ -236,6 +261,14 @@ impl SessionActor {
         let name = document_name(address);
         if name.is_empty() {
             return self.protocol_error(ctx, "invalid_document_name", 4205, "empty document name");
+        }
+        if name.chars().any(char::is_control) {
+            return self.protocol_error(
+                ctx,
+                "invalid_document_name",
+                4205,
+                "control characters in document name",
+            );
         }
         if name.len() > self.shared.limits.max_document_name_bytes {
             return self.protocol_error(
@@ -346,6 +379,8 @@ impl Handler<Outbound> for SessionActor {
         if self.closing {
             return;
         }
+        self.outbound
+            .fetch_sub(msg.frame.len(), std::sync::atomic::Ordering::Relaxed);
         self.shared.metrics.message("out", msg.ty.as_str());
         self.shared
             .metrics
