@@ -234,11 +234,10 @@ fn run_throughput(
     // Writers end on their own deadlines (window + drain + 1 s close); join them all.
     let mut results: Vec<WriterResult> = Vec::with_capacity(writers);
     for h in handles {
-        results.push(h.join().unwrap_or_else(|_| {
-            let mut r = WriterResult::default();
-            r.errors = 1;
-            r.notes.push("writer thread panicked".into());
-            r
+        results.push(h.join().unwrap_or_else(|_| WriterResult {
+            errors: 1,
+            notes: vec!["writer thread panicked".into()],
+            ..WriterResult::default()
         }));
     }
     let mut latencies: Vec<u32> = Vec::new();
@@ -246,7 +245,7 @@ fn run_throughput(
     for r in &mut results {
         latencies.append(&mut r.latencies_us);
         errors += r.errors;
-        notes.extend(r.notes.drain(..));
+        notes.append(&mut r.notes);
         for u in &r.unexpected {
             if !notes.iter().any(|n| n.ends_with(u.as_str())) {
                 notes.push(format!("unexpected frame: {u}"));
@@ -288,7 +287,10 @@ fn main() -> anyhow::Result<()> {
     if args.in_flight == 0 || args.in_flight > MAX_IN_FLIGHT {
         bail!("--in-flight must be 1..={MAX_IN_FLIGHT}");
     }
-    if !(args.seconds > 0.0 && args.seconds <= 3600.0) || !(0.0..=600.0).contains(&args.warmup) {
+    if args.seconds == 0.0
+        || !(0.0..=3600.0).contains(&args.seconds)
+        || !(0.0..=600.0).contains(&args.warmup)
+    {
         bail!("--seconds must be in (0, 3600] and --warmup in [0, 600]");
     }
     for (name, v) in [

@@ -20,7 +20,7 @@ const READ_SLICE: Duration = Duration::from_millis(50);
 /// Characters each update inserts.
 const CHUNK: &str = "abc";
 /// Client ids start here (well inside JavaScript's safe integer range).
-const CLIENT_ID_BASE: u64 = 0x5A_ED1_0000;
+const CLIENT_ID_BASE: u64 = 0x5AED_0000;
 
 pub struct WriterSpec {
     pub index: usize,
