@@ -14,6 +14,8 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 # ---- builder ----------------------------------------------------------------------------------
+# The Rust image brings gcc, which the C parts of the dependencies need (bundled SQLite, ring,
+# aws-lc); no cmake, clang or OpenSSL is required.
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /build
 

@@ -110,6 +110,28 @@ def match_close(text, i):
     return i
 
 
+def split_top(text, sep):
+    """Splits text at the occurrences of sep that are outside strings and brackets."""
+    parts, depth, i, last = [], 0, 0, 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            i = skip_string(text, i)
+            continue
+        if c in "{[(":
+            depth += 1
+        elif c in "}])":
+            depth -= 1
+        elif depth == 0 and text.startswith(sep, i):
+            parts.append(text[last:i].strip())
+            i += len(sep)
+            last = i
+            continue
+        i += 1
+    parts.append(text[last:].strip())
+    return parts
+
+
 BLOCK_HEAD = re.compile(r'^[ \t]*([A-Za-z_][\w-]*)((?:[ \t]+"[^"\n]*")*)[ \t]*\{', re.M)
 
 
@@ -201,9 +223,27 @@ class Scope:
             return None
         if re.fullmatch(r"(var|local)\.[A-Za-z_]\w*", expr):
             return self.ref(expr)
-        m = re.fullmatch(r"tostring\((.*)\)", expr)
+        m = re.fullmatch(r"tostring\((.*)\)", expr, re.S)
         if m:
             return str(self.eval(m.group(1)))
+        m = re.fullmatch(r"join\((.*)\)", expr, re.S)
+        if m:
+            sep, items = split_top(m.group(1), ",")
+            return self.eval(sep).join(str(x) for x in self.eval(items))
+        cond = split_top(expr, "?")
+        if len(cond) == 2:
+            branches = split_top(cond[1], ":")
+            for op in ("!=", "=="):
+                sides = split_top(cond[0], op)
+                if len(sides) == 2 and len(branches) == 2:
+                    equal = self.eval(sides[0]) == self.eval(sides[1])
+                    return self.eval(branches[0] if equal == (op == "==") else branches[1])
+        m = re.fullmatch(r'\[for k in sort\(keys\((local\.\w+)\)\) : "\$\{k\}=\$\{\1\[k\]\}"\]', expr)
+        if m:  # the Name=Value list of metric_dimensions_env
+            d = self.ref(m.group(1))
+            return [f"{k}={d[k]}" for k in sorted(d)]
+        if expr.startswith("[") and match_close(expr, 0) == len(expr):
+            return [self.eval(x) for x in split_top(expr[1:-1], ",") if x.strip()]
         if expr.startswith('"') and skip_string(expr, 0) == len(expr):
             inner = expr[1:-1]
 
@@ -236,7 +276,26 @@ def nested(body, kind):
 # ---- checks --------------------------------------------------------------------------------------
 
 
+def task_environment(env):
+    """The container environment the module gives `env`, with terraform.tfvars.example's values."""
+    env_dir = TF / "environments" / env
+    env_text = read_tf(env_dir)
+    tfvars = attributes(strip_comments((env_dir / "terraform.tfvars.example").read_text()))
+    call = attributes(find_block(env_text, "module", "realtime"))
+    caller = Scope(env_text, tfvars)
+    scope = Scope(read_tf(MODULE), {k: v for k, v in call.items() if k != "source"}, caller)
+    expr = scope.locals["environment"]
+    start = expr.find("in {") + 3
+    entries = attributes(expr[start + 1 : match_close(expr, start) - 1])
+    values = {k: scope.eval(v) for k, v in entries.items()}
+    return {k: str(v) for k, v in values.items() if v != ""}
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--task-env":
+        for k, v in sorted(task_environment(argv[2]).items()):
+            print(f"{k}={v}")
+        return 0
     global CONFIG
     config = CONFIG = tomllib.loads((ROOT / "config" / "default.toml").read_text())
     port = config["server"]["port"]

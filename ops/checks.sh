@@ -17,6 +17,8 @@
 #                      tests), and the dashboard's queries parsed as rules
 #   consistency        ops/check_consistency.py: port, CloudWatch namespace/name/dimensions,
 #                      sizing, Dockerfile USER/HEALTHCHECK/EXPOSE, metric names vs the daemon
+#   task environment   `zedi-sync check-config` accepts the env of the dev and prod task
+#                      definitions (when a built binary is in target/)
 # `terraform validate` cannot run here (it needs the AWS provider, which cannot be downloaded).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -129,6 +131,31 @@ run "consistency: ops vs config/default.toml and src/ (ops/check_consistency.py)
   python3 ops/check_consistency.py --dashboard-rules "$dash_rules"
 run "promtool check rules (Grafana dashboard queries)" "$PROMTOOL" check rules "$dash_rules"
 rm -f "$dash_rules"
+
+# The daemon itself validates the environment the task definition gives it (dev and prod, with
+# terraform.tfvars.example's values and placeholder secrets): `check-config` exits 2 on an unknown
+# key or a bad value. Needs a built binary (scripts/test.sh builds one before calling this).
+BIN=""
+for b in target/debug/zedi-sync target/release/zedi-sync; do
+  if [ -x "$b" ] && { [ -z "$BIN" ] || [ "$b" -nt "$BIN" ]; }; then BIN=$b; fi
+done
+task_env_accepted() {
+  local vars
+  mapfile -t vars < <(python3 ops/check_consistency.py --task-env "$1") || return 1
+  [ "${#vars[@]}" -gt 5 ] || return 1
+  printf '  %s\n' "${vars[@]}"
+  env -i PATH=/usr/bin:/bin "${vars[@]}" \
+    DATABASE_URL='postgres://zedi:placeholder@aurora.invalid:5432/zedi' \
+    REDIS_URL='rediss://:placeholder@redis.invalid:6379' JWT_SECRET=placeholder \
+    "$BIN" check-config >/dev/null
+}
+for e in dev prod; do
+  if [ -n "$BIN" ]; then
+    run "$BIN check-config accepts the $e task definition's environment" task_env_accepted "$e"
+  else
+    skip "zedi-sync check-config with the $e task environment" "no built zedi-sync under target/"
+  fi
+done
 
 # ---- summary ---------------------------------------------------------------------------------
 echo

@@ -139,6 +139,9 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(workers)
             .disable_signals()
+            // Each keystroke is a small frame that must leave at once: with Nagle's algorithm
+            // the SyncStatus after a broadcast waits for the client's delayed ACK (~40 ms).
+            .tcp_nodelay(true)
             .bind(&addr)
             .map_err(|source| ServerError::Bind {
                 addr: addr.clone(),
