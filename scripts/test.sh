@@ -54,13 +54,34 @@ fi
 step "build (debug; one build serves every test)"
 cargo build --all-targets --locked
 
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+status=0
+
 step "Rust unit and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
+  cargo nextest run --locked --no-fail-fast 2>&1 | tee "$log_dir/rust.log" || status=1
 else
-  cargo test --locked --no-fail-fast
+  cargo test --locked --no-fail-fast 2>&1 | tee "$log_dir/rust.log" || status=1
 fi
+
+step "Deployment checks (Dockerfile, Terraform, Prometheus rules, config consistency)"
+ZEDI_OPS_TOOLS="$cache" ops/checks.sh 2>&1 | tee "$log_dir/ops.log" || status=1
 
 step "Node interop tests (real @hocuspocus/provider against target/debug/zedi-sync)"
 export ZEDI_BIN="$PWD/target/debug/zedi-sync"
-(cd tests/interop && npm test)
+(cd tests/interop && npm test) 2>&1 | tee "$log_dir/interop.log" || status=1
+
+# One line for the whole suite, summed over the three runners.
+rust_passed=$(grep -oE '[0-9]+ passed' "$log_dir/rust.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
+rust_failed=$(grep -oE '[0-9]+ failed' "$log_dir/rust.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
+ops_passed=$(tail -n 1 "$log_dir/ops.log" | grep -oE '^[0-9]+' || echo 0)
+ops_failed=$(tail -n 1 "$log_dir/ops.log" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+node_passed=$(grep -E '^# pass [0-9]+' "$log_dir/interop.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
+node_failed=$(grep -E '^# fail [0-9]+' "$log_dir/interop.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
+passed=$((rust_passed + ops_passed + node_passed))
+failed=$((rust_failed + ops_failed + node_failed))
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo
+echo "suite: $passed passed, $failed failed"
+exit "$status"

@@ -177,42 +177,91 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, name: &str, fence: u64) -> Result<CompactOutcome, StoreError> {
-        let name = name.to_string();
+        // Read, fold, write: the fold (CPU work proportional to the document) runs without the
+        // connection, so appends (acknowledgements) never wait behind it. The write checks that
+        // nothing changed the snapshot meanwhile and deletes exactly the rows it folded.
+        let owned = name.to_string();
+        let (stored, log) = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction().map_err(backend)?;
+                let stored = tx
+                    .query_row(
+                        "SELECT state, fence, updated_at FROM snapshots WHERE name = ?1",
+                        params![owned],
+                        |r| {
+                            Ok((
+                                r.get::<_, Vec<u8>>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, i64>(2)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                let mut stmt = tx
+                    .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 ORDER BY seq")
+                    .map_err(backend)?;
+                let log: Vec<(i64, Vec<u8>)> = stmt
+                    .query_map(params![owned], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                drop(stmt);
+                tx.commit().map_err(backend)?;
+                Ok((stored, log))
+            })
+            .await?;
+        let stored_fence = stored.as_ref().map_or(0, |(_, f, _)| *f as u64);
+        if fence < stored_fence {
+            return Err(StoreError::Fenced {
+                offered: fence,
+                stored: stored_fence,
+            });
+        }
+        if log.is_empty() {
+            return Ok(CompactOutcome {
+                folded_updates: 0,
+                snapshot_bytes: stored.map_or(0, |s| s.0.len() as u64),
+            });
+        }
+        let seen_version = stored.as_ref().map(|(_, f, at)| (*f, *at));
+        let snapshot = stored.map(|(state, _, _)| state);
+        let seqs: Vec<i64> = log.iter().map(|(seq, _)| *seq).collect();
+        let owned = name.to_string();
+        let folded = tokio::task::spawn_blocking(move || {
+            fold_updates(snapshot.as_deref(), log.iter().map(|(_, d)| d.as_slice()))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("fold task failed: {e}")))?
+        .map_err(|reason| StoreError::Corrupt {
+            name: owned.clone(),
+            reason,
+        })?;
+        let folded_updates = seqs.len() as u64;
+        let snapshot_bytes = folded.len() as u64;
         self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
-            let stored = tx
+            let now_version = tx
                 .query_row(
-                    "SELECT state, fence FROM snapshots WHERE name = ?1",
-                    params![name],
-                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+                    "SELECT fence, updated_at FROM snapshots WHERE name = ?1",
+                    params![owned],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                 )
                 .optional()
                 .map_err(backend)?;
-            let stored_fence = stored.as_ref().map_or(0, |(_, f)| *f as u64);
-            if fence < stored_fence {
+            if let Some((now_fence, _)) = now_version
+                && fence < now_fence as u64
+            {
                 return Err(StoreError::Fenced {
                     offered: fence,
-                    stored: stored_fence,
+                    stored: now_fence as u64,
                 });
             }
-            let mut stmt = tx
-                .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 ORDER BY seq")
-                .map_err(backend)?;
-            let log: Vec<(i64, Vec<u8>)> = stmt
-                .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(backend)?
-                .collect::<Result<_, _>>()
-                .map_err(backend)?;
-            drop(stmt);
-            let last_seq = log.last().map_or(0, |(seq, _)| *seq);
-            let folded = fold_updates(
-                stored.as_ref().map(|(s, _)| s.as_slice()),
-                log.iter().map(|(_, d)| d.as_slice()),
-            )
-            .map_err(|reason| StoreError::Corrupt {
-                name: name.clone(),
-                reason,
-            })?;
+            if now_version != seen_version {
+                // Another compaction got there first; our fold is stale. Nothing is lost: the
+                // log rows we read are either folded by it or still there.
+                return Ok(());
+            }
             let state_vector = state_vector_of(&folded);
             tx.execute(
                 "INSERT INTO snapshots (name, state, state_vector, fence, updated_at)
@@ -220,21 +269,30 @@ impl Store for SqliteStore {
                  ON CONFLICT (name) DO UPDATE SET state = excluded.state,
                      state_vector = excluded.state_vector, fence = excluded.fence,
                      updated_at = excluded.updated_at",
-                params![name, folded, state_vector, fence as i64, now_ms()],
+                params![
+                    owned,
+                    folded,
+                    state_vector,
+                    fence as i64,
+                    now_ms().max(seen_version.map_or(0, |(_, at)| at + 1))
+                ],
             )
             .map_err(backend)?;
-            tx.execute(
-                "DELETE FROM updates WHERE name = ?1 AND seq <= ?2",
-                params![name, last_seq],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(CompactOutcome {
-                folded_updates: log.len() as u64,
-                snapshot_bytes: folded.len() as u64,
-            })
+            {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM updates WHERE seq = ?1")
+                    .map_err(backend)?;
+                for seq in &seqs {
+                    delete.execute(params![seq]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
         })
-        .await
+        .await?;
+        Ok(CompactOutcome {
+            folded_updates,
+            snapshot_bytes,
+        })
     }
 
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError> {
