@@ -10,8 +10,12 @@
 //! stdout: one JSON line per measurement; stderr: the machine header and a human table.
 //! Only loopback targets are accepted.
 
+#[path = "zedi_bench/aconn.rs"]
+mod aconn;
 #[path = "zedi_bench/machine.rs"]
 mod machine;
+#[path = "zedi_bench/scenarios.rs"]
+mod scenarios;
 #[path = "zedi_bench/writer.rs"]
 mod writer;
 
@@ -33,6 +37,11 @@ use writer::{StartSignal, Window, WriterResult, WriterSpec};
 enum Scenario {
     /// Closed-loop writers; acknowledged updates per second and ack latency.
     Throughput,
+    /// C idle synced connections over D documents: time to all synced, handshake, server RSS.
+    Ramp,
+    /// K documents x S subscribers, one writer per document at R updates/s: delivery latency.
+    /// With --reader-urls the subscribers use those nodes (cross-node).
+    Fanout,
 }
 
 #[derive(Parser, Debug)]
@@ -79,6 +88,36 @@ struct Args {
     /// Pause between writer counts, seconds (lets the previous documents unload).
     #[arg(long, default_value_t = 1.0)]
     pause: f64,
+    /// throughput: passive readers on the (then shared) document, connected before the writers.
+    #[arg(long, default_value_t = 0)]
+    readers: usize,
+    /// ramp: connections to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// ramp / fanout: documents (ramp spreads connections over them; fanout: one writer each).
+    #[arg(long, default_value_t = 100)]
+    documents: usize,
+    /// ramp / fanout: handshakes in progress at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// ramp: seconds to keep every connection open after setup before reading RSS again.
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+    /// ramp / fanout: setup (connect + handshake of all) deadline, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    setup_timeout: f64,
+    /// fanout: subscribers per document.
+    #[arg(long, default_value_t = 20)]
+    subscribers: usize,
+    /// fanout: updates per second per document writer.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// fanout: subscribers connect to these URLs (round-robin) instead of --url (cross-node).
+    #[arg(long, value_delimiter = ',')]
+    reader_urls: Vec<String>,
+    /// Worker threads of the event-driven scenarios (ramp, fanout, readers).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,9 +200,37 @@ fn run_throughput(
     let signal: StartSignal = Arc::new((Mutex::new(None), Condvar::new()));
     let (ready_tx, ready_rx) = mpsc::channel();
     let setup_started = Instant::now();
+    let shared_doc = args.shared_doc || args.readers > 0;
+    // Readers first (event-driven, on their own runtime), all in before the writers start.
+    let reader_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    let reader_end = Instant::now()
+        + handshake_timeout
+        + Duration::from_secs_f64(args.warmup + args.seconds + args.drain_timeout + 3.0);
+    let mut reader_tasks = Vec::new();
+    if args.readers > 0 {
+        let (rtx, rrx) = mpsc::channel();
+        let t = Arc::new(scenarios::Target { addr, url: args.url.clone() });
+        reader_tasks = scenarios::spawn_readers(
+            &reader_rt,
+            t,
+            &format!("bench-{run_id}-w{writers}-shared"),
+            args.readers,
+            Instant::now() + handshake_timeout,
+            reader_end,
+            rtx,
+        );
+        for _ in 0..args.readers {
+            if rrx.recv_timeout(handshake_timeout + Duration::from_secs(1)).is_err() {
+                break;
+            }
+        }
+    }
     let mut handles = Vec::with_capacity(writers);
     for index in 0..writers {
-        let document = if args.shared_doc {
+        let document = if shared_doc {
             format!("bench-{run_id}-w{writers}-shared")
         } else {
             format!("bench-{run_id}-w{writers}-{index}")
@@ -252,6 +319,17 @@ fn run_throughput(
             }
         }
         unexpected += r.unexpected.len();
+    }
+    // Readers: stop them now (their end is only a bound) and count what they received.
+    let (mut readers_connected, mut reader_deliveries) = (0usize, 0u64);
+    reader_rt.shutdown_timeout(Duration::from_millis(100));
+    for t in reader_tasks {
+        if t.is_finished() {
+            if let Ok(r) = futures_lite_block(t) {
+                readers_connected += usize::from(r.connected);
+                reader_deliveries += r.deliveries;
+            }
+        }
     }
     // Writers that never reported ready (stuck past the deadline) count as errors too.
     errors += (writers - reported.min(writers)) as u64;

@@ -237,17 +237,25 @@ pub async fn subscriber(
     setup_deadline: Instant,
     window_us: (u64, u64),
     end: Instant,
+    ready: Option<std::sync::mpsc::Sender<bool>>,
 ) -> SubResult {
     let mut r = SubResult::default();
     let t0 = Instant::now();
     let mut conn = match Conn::connect(addr, &url, doc, setup_deadline).await {
         Ok(c) => c,
         Err(e) => {
+            if let Some(tx) = &ready {
+                let _ = tx.send(false);
+            }
             r.error = Some(e);
             return r;
         }
     };
-    if let Err(e) = conn.handshake(setup_deadline).await {
+    let hs = conn.handshake(setup_deadline).await;
+    if let Some(tx) = ready {
+        let _ = tx.send(hs.is_ok());
+    }
+    if let Err(e) = hs {
         r.error = Some(e);
         return r;
     }
