@@ -46,9 +46,9 @@ fi
 export ZEDI_TEST_MOTO_SERVER="$moto_venv/bin/moto_server"
 
 step "npm packages for the interop tests (exact versions from package-lock.json)"
-if [ ! -d tests/interop/node_modules ] || ! diff -q tests/interop/package-lock.json tests/interop/node_modules/.package-lock.json >/dev/null 2>&1; then
-  # Copy of the lock inside node_modules tells whether an install is current.
-  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+# A copy of the lockfile that was installed tells whether node_modules is current.
+if ! cmp -s tests/interop/package-lock.json tests/interop/node_modules/.zedi-installed-lock.json; then
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.zedi-installed-lock.json)
 fi
 
 step "build (debug; one build serves every test)"
