@@ -16,7 +16,7 @@ import pathlib
 
 FUZZ_DIR = pathlib.Path(__file__).resolve().parent
 FIXTURE = FUZZ_DIR.parent / "tests" / "fixtures" / "hocuspocus-v4-frames.json"
-TARGETS = ("frame_decode", "awareness_apply")
+TARGETS = ("frame_decode", "awareness_apply", "message_handler")
 
 
 def read_var_uint(buf, pos):
@@ -69,12 +69,16 @@ def main():
         sequences = {}
         for frame in scenario:
             data = bytes.fromhex(frame["hex"])
-            for target in TARGETS:
+            for target in ("frame_decode", "awareness_apply"):
                 written[target] += write(target, data)
             payload = awareness_payload(data)
             if payload is not None and frame["dir"] == "client->server":
                 key = frame["decoded"]["address"]
                 sequences.setdefault(key, []).append(payload)
+        # message_handler takes a whole conversation: client frames, each with a u16 LE length.
+        client = [bytes.fromhex(f["hex"]) for f in scenario if f["dir"] == "client->server"]
+        conversation = b"".join(len(f).to_bytes(2, "little") + f for f in client if len(f) < 65536)
+        written["message_handler"] += write("message_handler", conversation)
         for payloads in sequences.values():
             blob = b"".join(var_uint(len(p)) + p for p in payloads)
             written["awareness_apply"] += write("awareness_apply", blob)

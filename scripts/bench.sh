@@ -9,6 +9,7 @@
 # BENCH_IN_FLIGHT (1), BENCH_STORES ("embedded postgres"), BENCH_EXTRA (more zedi-bench flags).
 # Takes about 1.5 minutes after the build. Needs python3 and, for postgres, the PostgreSQL server
 # binaries (scripts/pg-cluster.sh); everything listens on 127.0.0.1 only.
+# Ramp, fan-out and the comparison with Hocuspocus: ops/bench/compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -68,7 +69,11 @@ status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null 
 run_store() {
   local store=$1 port url
   port=$(free_port)
-  local env=(PORT="$port" ZEDI__SERVER__HOST=127.0.0.1)
+  # Benchmark settings: loopback is one client address (no per-IP cap) and the per-socket
+  # message/byte rate limits are lifted (a closed-loop writer sends far more than 300 msg/s).
+  local env=(PORT="$port" ZEDI__SERVER__HOST=127.0.0.1 ZEDI__LIMITS__MAX_CONNECTIONS_PER_IP=0
+    ZEDI__LIMITS__MAX_MESSAGES_PER_SEC=1000000 ZEDI__LIMITS__MAX_MESSAGE_BURST=1000000
+    ZEDI__LIMITS__MAX_BYTES_PER_SEC=1000000000)
   case $store in
     embedded)
       env+=(ZEDI__STORE__KIND=embedded ZEDI__STORE__PATH="$WORK/embedded/zedi-sync.db")

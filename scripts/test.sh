@@ -68,6 +68,10 @@ fi
 step "Deployment checks (Dockerfile, Terraform, Prometheus rules, config consistency)"
 ZEDI_OPS_TOOLS="$cache" ops/checks.sh 2>&1 | tee "$log_dir/ops.log" || status=1
 
+step "Fuzzing (bounded: frame decoder, message handler, awareness; seed corpus from captured frames)"
+fuzz/run.sh "${ZEDI_FUZZ_SECONDS:-40}" 2>&1 | tee "$log_dir/fuzz.log" | grep -E '^==|Done [0-9]+ runs|ERROR|crash-|oom-' || true
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fuzz_failed=1; else fuzz_failed=0; fi
+
 step "Node interop tests (real @hocuspocus/provider against target/debug/zedi-sync)"
 export ZEDI_BIN="$PWD/target/debug/zedi-sync"
 (cd tests/interop && npm test) 2>&1 | tee "$log_dir/interop.log" || status=1
@@ -79,8 +83,9 @@ ops_passed=$(tail -n 1 "$log_dir/ops.log" | grep -oE '^[0-9]+' || echo 0)
 ops_failed=$(tail -n 1 "$log_dir/ops.log" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 node_passed=$(grep -E '^# pass [0-9]+' "$log_dir/interop.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
 node_failed=$(grep -E '^# fail [0-9]+' "$log_dir/interop.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
-passed=$((rust_passed + ops_passed + node_passed))
-failed=$((rust_failed + ops_failed + node_failed))
+fuzz_passed=$(grep -cE '^Done [0-9]+ runs' "$log_dir/fuzz.log" || true)
+passed=$((rust_passed + ops_passed + node_passed + fuzz_passed))
+failed=$((rust_failed + ops_failed + node_failed + fuzz_failed))
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo
 echo "suite: $passed passed, $failed failed"

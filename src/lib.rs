@@ -12,20 +12,34 @@
 //! - [`http`]: the WebSocket upgrade, `/health`, `/metrics`;
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
+#[cfg(feature = "server")]
 pub mod auth;
 pub mod awareness;
+#[cfg(feature = "server")]
 pub mod cloudwatch;
+#[cfg(feature = "server")]
 pub mod cluster;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod document;
+#[cfg(feature = "server")]
 pub mod drain;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod limits;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod persistence;
 pub mod protocol;
+#[cfg(feature = "server")]
 pub mod registry;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod session;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod tls;

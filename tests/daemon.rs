@@ -472,11 +472,20 @@ fn v4_providers_get_one_byte_pings_and_idle_sockets_time_out() {
     // close frame (its pending pong write fails first), so the server's count is what we check.
     drop(c);
     let before = daemon.metrics();
-    assert!(before.contains("zedi_closes_total{reason=\"timeout\"} 0"), "nobody timed out yet");
+    assert!(
+        before.contains("zedi_closes_total{reason=\"timeout\"} 0"),
+        "nobody timed out yet"
+    );
     let _silent = daemon.ws();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while daemon.metrics().contains("zedi_closes_total{reason=\"timeout\"} 0") {
-        assert!(std::time::Instant::now() < deadline, "the silent socket was not closed with 4408");
+    while daemon
+        .metrics()
+        .contains("zedi_closes_total{reason=\"timeout\"} 0")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent socket was not closed with 4408"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

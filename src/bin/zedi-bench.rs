@@ -141,6 +141,10 @@ struct Measurement {
     server_cpu_pct: Option<f64>,
     /// Time for all writers to connect and finish the handshake.
     setup_ms: f64,
+    readers: usize,
+    readers_connected: usize,
+    /// Sync/Update frames the readers received over the whole run (warm-up and drain included).
+    reader_deliveries: u64,
 }
 
 const MAX_WRITERS: usize = 5000;
@@ -209,11 +213,15 @@ fn run_throughput(
     let reader_end = Instant::now()
         + handshake_timeout
         + Duration::from_secs_f64(args.warmup + args.seconds + args.drain_timeout + 3.0);
-    let mut reader_tasks = Vec::new();
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut readers_connected = 0usize;
     if args.readers > 0 {
         let (rtx, rrx) = mpsc::channel();
-        let t = Arc::new(scenarios::Target { addr, url: args.url.clone() });
-        reader_tasks = scenarios::spawn_readers(
+        let t = Arc::new(scenarios::Target {
+            addr,
+            url: args.url.clone(),
+        });
+        let _tasks = scenarios::spawn_readers(
             &reader_rt,
             t,
             &format!("bench-{run_id}-w{writers}-shared"),
@@ -221,10 +229,12 @@ fn run_throughput(
             Instant::now() + handshake_timeout,
             reader_end,
             rtx,
+            delivered.clone(),
         );
         for _ in 0..args.readers {
-            if rrx.recv_timeout(handshake_timeout + Duration::from_secs(1)).is_err() {
-                break;
+            match rrx.recv_timeout(handshake_timeout + Duration::from_secs(1)) {
+                Ok(ok) => readers_connected += usize::from(ok),
+                Err(_) => break,
             }
         }
     }
@@ -320,17 +330,9 @@ fn run_throughput(
         }
         unexpected += r.unexpected.len();
     }
-    // Readers: stop them now (their end is only a bound) and count what they received.
-    let (mut readers_connected, mut reader_deliveries) = (0usize, 0u64);
-    reader_rt.shutdown_timeout(Duration::from_millis(100));
-    for t in reader_tasks {
-        if t.is_finished() {
-            if let Ok(r) = futures_lite_block(t) {
-                readers_connected += usize::from(r.connected);
-                reader_deliveries += r.deliveries;
-            }
-        }
-    }
+    // Readers: stop them now (their end is only a bound); count what they received.
+    let reader_deliveries = delivered.load(std::sync::atomic::Ordering::Relaxed);
+    reader_rt.shutdown_timeout(Duration::from_millis(500));
     // Writers that never reported ready (stuck past the deadline) count as errors too.
     errors += (writers - reported.min(writers)) as u64;
     latencies.sort_unstable();
@@ -341,7 +343,7 @@ fn run_throughput(
         writers,
         connected,
         in_flight: args.in_flight,
-        shared_doc: args.shared_doc,
+        shared_doc,
         seconds: args.seconds,
         acked,
         acked_per_sec: round2(acked as f64 / args.seconds),
@@ -353,8 +355,72 @@ fn run_throughput(
         client_cpu_pct,
         server_cpu_pct,
         setup_ms: round2(setup_ms),
+        readers: args.readers,
+        readers_connected,
+        reader_deliveries,
     };
     Ok((m, notes))
+}
+
+fn run_event_driven(
+    args: &Args,
+    addr: SocketAddr,
+    run_id: &str,
+) -> anyhow::Result<serde_json::Value> {
+    if args.connections == 0 || args.connections > 100_000 || args.documents == 0 {
+        bail!("--connections must be 1..=100000 and --documents at least 1");
+    }
+    if args.subscribers > 10_000 || !(0.01..=10_000.0).contains(&args.rate) {
+        bail!("--subscribers must be <= 10000 and --rate in [0.01, 10000]");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    let target = Arc::new(scenarios::Target {
+        addr,
+        url: args.url.clone(),
+    });
+    let mut readers = Vec::new();
+    for u in &args.reader_urls {
+        let (a, _) = loopback_target(u)?;
+        readers.push(Arc::new(scenarios::Target {
+            addr: a,
+            url: u.clone(),
+        }));
+    }
+    let v = match args.scenario {
+        Scenario::Ramp => rt.block_on(scenarios::ramp(
+            target,
+            scenarios::RampArgs {
+                connections: args.connections,
+                documents: args.documents,
+                concurrency: args.concurrency,
+                timeout: Duration::from_secs_f64(args.setup_timeout),
+                hold: Duration::from_secs_f64(args.hold),
+                server_pid: args.server_pid,
+            },
+            run_id,
+        )),
+        Scenario::Fanout => rt.block_on(scenarios::fanout(
+            target,
+            readers,
+            scenarios::FanoutArgs {
+                documents: args.documents,
+                subscribers: args.subscribers,
+                rate: args.rate,
+                warmup: Duration::from_secs_f64(args.warmup),
+                seconds: Duration::from_secs_f64(args.seconds),
+                setup_timeout: Duration::from_secs_f64(args.setup_timeout),
+                concurrency: args.concurrency,
+                server_pid: args.server_pid,
+            },
+            run_id,
+        )),
+        Scenario::Throughput => unreachable!(),
+    };
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(v)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -428,6 +494,23 @@ fn main() -> anyhow::Result<()> {
     }
 
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    if !matches!(args.scenario, Scenario::Throughput) {
+        let mut v = run_event_driven(&args, addr, &run_id)?;
+        v["store"] = serde_json::Value::String(store.clone());
+        v["server_version"] = serde_json::Value::String(m.server_version.clone());
+        let line = serde_json::to_string(&v)?;
+        println!("{line}");
+        if let Some(f) = out.as_mut() {
+            writeln!(f, "{line}")?;
+        }
+        eprintln!();
+        if let Some(obj) = v.as_object() {
+            for (k, val) in obj {
+                eprintln!("  {k:<28} {val}");
+            }
+        }
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for (i, &w) in args.writers.iter().enumerate() {
         if i > 0 {
@@ -451,8 +534,9 @@ fn main() -> anyhow::Result<()> {
 
     eprintln!();
     eprintln!(
-        "{:<10} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "{:<10} {:>8} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}",
         "store",
+        "readers",
         "writers",
         "in-flight",
         "acked/s",
@@ -465,8 +549,9 @@ fn main() -> anyhow::Result<()> {
     );
     for r in &rows {
         eprintln!(
-            "{:<10} {:>8} {:>9} {:>11.1} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>8.1} {:>8}",
+            "{:<10} {:>8} {:>7} {:>9} {:>11.1} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>8.1} {:>8}",
             r.store,
+            r.readers,
             r.writers,
             r.in_flight,
             r.acked_per_sec,

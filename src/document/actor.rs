@@ -231,7 +231,11 @@ impl DocumentActor {
         if self.approx_bytes + incoming <= limit {
             return true;
         }
-        self.approx_bytes = self.state.encode_state().len();
+        // A document that cannot even be encoded takes no more growth.
+        self.approx_bytes = self
+            .state
+            .encode_state()
+            .map_or(usize::MAX / 2, |s| s.len());
         self.approx_bytes + incoming <= limit
     }
 

@@ -69,7 +69,7 @@ impl DocumentActor {
                         tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
                     }
                     act.state = state;
-                    act.approx_bytes = act.state.encode_state().len();
+                    act.approx_bytes = act.state.encode_state().map_or(0, |s| s.len());
                     act.log_len = stored.updates.len() as u64;
                     act.phase = Phase::Ready;
                     match act.cluster.clone() {

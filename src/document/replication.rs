@@ -84,8 +84,10 @@ impl Handler<CatchUp> for DocumentActor {
         ctx.spawn(async move { store.load(&name).await }.into_actor(self).map(|result, act, ctx| match result {
             Ok(stored) => {
                 let (fresh, _) = DocumentState::restore(&stored);
-                let everything = fresh.encode_state();
-                act.apply_foreign_update(&everything, ctx);
+                match fresh.encode_state() {
+                    Ok(everything) => act.apply_foreign_update(&everything, ctx),
+                    Err(error) => tracing::error!(document = %act.name, %error, "stored document cannot be encoded; catch-up skipped"),
+                }
             }
             Err(error) => {
                 tracing::warn!(document = %act.name, %error, "catch-up from the store failed; the stream resumes anyway");

@@ -8,6 +8,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::awareness::AwarenessTable;
+#[cfg(feature = "server")]
 use crate::store::StoredDocument;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,6 +69,7 @@ impl DocumentState {
 
     /// Rebuilds a document from what the store returned. An entry that cannot be applied is
     /// skipped and counted rather than making the whole document unloadable.
+    #[cfg(feature = "server")]
     pub fn restore(stored: &StoredDocument) -> (Self, usize) {
         let mut state = Self::new();
         let mut skipped = 0;
@@ -88,11 +90,15 @@ impl DocumentState {
         let sv = catch_unwind(|| StateVector::decode_v1(client_state_vector))
             .map_err(|_| DocError::BadStateVector)?
             .map_err(|_| DocError::BadStateVector)?;
-        let txn = self.doc.transact();
-        Ok((
-            txn.state_vector().encode_v1(),
-            txn.encode_state_as_update_v1(&sv),
-        ))
+        // Encoding merges pending updates, which yrs can panic on: contained, like applying.
+        catch_unwind(AssertUnwindSafe(|| {
+            let txn = self.doc.transact();
+            (
+                txn.state_vector().encode_v1(),
+                txn.encode_state_as_update_v1(&sv),
+            )
+        }))
+        .map_err(|_| DocError::Poisoned)
     }
 
     fn decode(update: &[u8]) -> Result<Update, DocError> {
@@ -116,6 +122,12 @@ impl DocumentState {
         }))
         .map_err(|_| DocError::Poisoned)??;
         let (changes, pending) = outcome;
+        // An update that leaves something pending must still let the document be encoded
+        // (yrs merges pending updates when encoding, and can panic doing so on crafted input).
+        // Found by fuzzing: refusing it here keeps it out of the store, so a reload is clean.
+        if pending && self.encode_state().is_err() {
+            return Err(DocError::Poisoned);
+        }
         let changed = changes != EMPTY_UPDATE;
         Ok(Applied {
             broadcast: changed.then_some(changes),
@@ -127,20 +139,26 @@ impl DocumentState {
     /// provider's handshake SyncStep2 usually), which is acknowledged rather than refused.
     pub fn contains_update(&self, update: &[u8]) -> Result<bool, DocError> {
         let decoded = Self::decode(update)?;
-        let txn = self.doc.transact();
-        let known_structs = !decoded.extends(&txn.state_vector());
-        let known_deletes = decoded
-            .delete_set()
-            .diff(&txn.snapshot().delete_set)
-            .is_empty();
-        Ok(known_structs && known_deletes)
+        catch_unwind(AssertUnwindSafe(|| {
+            let txn = self.doc.transact();
+            let known_structs = !decoded.extends(&txn.state_vector());
+            let known_deletes = decoded
+                .delete_set()
+                .diff(&txn.snapshot().delete_set)
+                .is_empty();
+            known_structs && known_deletes
+        }))
+        .map_err(|_| DocError::Poisoned)
     }
 
     /// The whole document as one Yjs v1 update.
-    pub fn encode_state(&self) -> Vec<u8> {
-        self.doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+    pub fn encode_state(&self) -> Result<Vec<u8>, DocError> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        }))
+        .map_err(|_| DocError::Poisoned)
     }
 
     pub fn doc(&self) -> &Doc {
@@ -265,6 +283,7 @@ mod tests {
         assert!(!state.contains_update(&newer).unwrap());
     }
 
+    #[cfg(feature = "server")]
     #[test]
     fn restore_rebuilds_and_skips_corrupt_entries() {
         let (_, a) = edit(1, None, "one", 0);

@@ -23,8 +23,13 @@ pub fn fold_updates<'a>(
                 .map_err(|e| format!("update does not apply: {e}"))?;
         }
     }
-    let txn = doc.transact();
-    Ok(txn.encode_state_as_update_v1(&StateVector::default()))
+    // yrs can panic while merging pending updates into the encoding: a corrupt log entry must
+    // make the fold fail (the log is kept), not take the process down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }))
+    .map_err(|_| "the folded document cannot be encoded".to_string())
 }
 
 /// The encoded state vector of a folded state, stored beside it so a peer's diff can later be

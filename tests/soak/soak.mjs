@@ -762,9 +762,10 @@ async function readStore() {
   }
   if (r.code !== 0) throw new Error(`reading the store failed: ${r.stderr.trim()}`);
   lastStoreRead = r.stdout;
-  // Rows come in any order, and the log's seq order is not causal order either (two nodes append
-  // concurrently). Y.applyUpdate row by row can then leave structs "pending" for good (a yjs
-  // limitation of its retry), so merge each document's rows into one update and apply that.
+  // Rows come in heap order (not seq order once compaction deleted rows), and seq order need not
+  // be causal order either (nodes append concurrently). Applied row by row, yjs can then leave
+  // structs "pending" for good (seen here: items wrongly reported missing), so merge each
+  // document's rows into one update and apply that once.
   const parts = new Map(names.map((n) => [n, []]));
   let rows = 0;
   for (const line of r.stdout.split('\n')) {
@@ -967,7 +968,7 @@ async function check({ sentAtStop, ackedAtStop }) {
   for (const s of finalStops) if (s.code !== 0 || s.forced) problems.push(`final SIGTERM of ${s.id} ended ${JSON.stringify(s)} (expected exit 0)`);
 
   // (5) a node started now, with nothing in memory, loads from the store what the clients have
-  // (the log's seq order is not causal order: the daemon must integrate out-of-order rows).
+  // (the daemon, not node memory or a client, is the source here).
   const n5 = failures.length;
   const cold = new Node('node-cold', await freePort());
   nodes.push(cold);

@@ -5,7 +5,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tungstenite::handshake::HandshakeError;
@@ -140,8 +140,11 @@ impl Conn {
             provider_version: Some("4.8.0"),
         });
         self.send(encode(&doc, &token), deadline).await?;
-        self.send(encode(&doc, &Message::Sync(SyncMessage::Step1(&[0]))), deadline)
-            .await?;
+        self.send(
+            encode(&doc, &Message::Sync(SyncMessage::Step1(&[0]))),
+            deadline,
+        )
+        .await?;
         let (mut auth, mut step1, mut step2, mut owed) = (false, false, false, 0u32);
         while !(auth && step1 && step2 && owed == 0) {
             let Some(frame) = self.frame(deadline).await? else {
@@ -238,6 +241,7 @@ pub async fn subscriber(
     window_us: (u64, u64),
     end: Instant,
     ready: Option<std::sync::mpsc::Sender<bool>>,
+    counter: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> SubResult {
     let mut r = SubResult::default();
     let t0 = Instant::now();
@@ -284,6 +288,9 @@ pub async fn subscriber(
             }) => {
                 if at >= window_us.0 && at < window_us.1 {
                     r.deliveries += 1;
+                    if let Some(c) = &counter {
+                        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 if let Some(sent) = find_stamp(u)
                     && sent >= window_us.0
@@ -305,8 +312,4 @@ pub async fn subscriber(
     }
     conn.close();
     r
-}
-
-pub fn short(d: Duration) -> f64 {
-    (d.as_secs_f64() * 100_000.0).round() / 100.0
 }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# zedi-sync against the reference Hocuspocus 4.7.0 server (SQLite persistence), same generator,
+# same machine, one server at a time: throughput (1 writer + N readers on one document), fan-out
+# (K docs x S subscribers x R updates/s) and ramp (C synced idle connections), then the ratios.
+#
+#   ops/bench/compare.sh
+# Knobs (environment): CMP_TARGETS ("hocuspocus embedded postgres"), CMP_SCENARIOS
+# ("throughput fanout ramp"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT (8),
+# CMP_FAN ("100 20 5": docs subscribers rate), CMP_RAMP ("5000 100": connections documents),
+# CMP_REF_DIR (/tmp/zedi-hocuspocus-ref: npm scratch folder, outside the repo).
+# Everything listens on 127.0.0.1; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TARGETS=${CMP_TARGETS:-hocuspocus embedded postgres}
+SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp}
+SECS=${CMP_SECONDS:-10}
+READERS=${CMP_READERS:-10}
+IN_FLIGHT=${CMP_IN_FLIGHT:-8}
+read -r FAN_DOCS FAN_SUBS FAN_RATE <<<"${CMP_FAN:-100 20 5}"
+read -r RAMP_CONNS RAMP_DOCS <<<"${CMP_RAMP:-5000 100}"
+REF=${CMP_REF_DIR:-/tmp/zedi-hocuspocus-ref}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# 20k connections need more than 20k descriptors on each side; raise as far as allowed.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+echo "compare.sh: open-file limit $(ulimit -n)" >&2
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "build (release)"
+cargo build --release --bins
+
+if [[ $TARGETS == *hocuspocus* ]] && ! [ -e "$REF/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ]; then
+  step "install @hocuspocus/server@4.7.0 + @hocuspocus/extension-sqlite@4 into $REF"
+  mkdir -p "$REF"
+  # npm 11 runs install scripts only for packages listed in allowScripts (better-sqlite3 builds
+  # its native addon; without network access to GitHub it compiles SQLite: several minutes).
+  echo '{"name":"zedi-hocuspocus-ref","private":true,"type":"module","allowScripts":{"better-sqlite3":true,"sqlite3":true}}' >"$REF/package.json"
+  (cd "$REF" && timeout 1500 npm install --no-audit --no-fund @hocuspocus/server@4.7.0 '@hocuspocus/extension-sqlite@^4')
+fi
+[[ $TARGETS != *hocuspocus* ]] || cp ops/bench/hocuspocus-server.mjs "$REF/"
+
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+RESULTS=$OUT/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+WORK=$(mktemp -d /tmp/zedi-compare.XXXXXX)
+chmod 755 "$WORK"
+SRV_PID=""
+PG_DIR=""
+
+stop_server() {
+  [ -n "$SRV_PID" ] || return 0
+  kill -TERM "$SRV_PID" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SRV_PID" 2>/dev/null || true
+  wait "$SRV_PID" 2>/dev/null || true
+  SRV_PID=""
+}
+cleanup() {
+  stop_server
+  if [ -n "$PG_DIR" ]; then scripts/pg-cluster.sh destroy "$PG_DIR" || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+start_server() { # $1 target, $2 port; sets SRV_PID
+  local t=$1 port=$2
+  case $t in
+    hocuspocus)
+      (cd "$REF" && exec node hocuspocus-server.mjs "$port" "$WORK/hocuspocus.sqlite") >"$OUT/server-$t.log" 2>&1 &
+      ;;
+    embedded|postgres)
+      # Benchmark settings: loopback is one address (no per-IP cap), and the per-socket message
+      # and byte rate limits are lifted (one writer sends far more than a typist's 300 msg/s).
+      local env=(PORT="$port" ZEDI__SERVER__HOST=127.0.0.1 ZEDI__LIMITS__MAX_CONNECTIONS_PER_IP=0
+        ZEDI__LIMITS__MAX_CONNECTIONS=0 ZEDI__LIMITS__MAX_MESSAGES_PER_SEC=1000000
+        ZEDI__LIMITS__MAX_MESSAGE_BURST=1000000 ZEDI__LIMITS__MAX_BYTES_PER_SEC=1000000000)
+      if [ "$t" = embedded ]; then
+        env+=(ZEDI__STORE__KIND=embedded ZEDI__STORE__PATH="$WORK/embedded/zedi-sync.db")
+      else
+        PG_DIR=$WORK/pg
+        env+=(ZEDI__STORE__KIND=postgres DATABASE_URL="$(scripts/pg-cluster.sh start "$PG_DIR")")
+      fi
+      env "${env[@]}" "$BIN/zedi-sync" >"$OUT/server-$t.log" 2>&1 &
+      ;;
+  esac
+  SRV_PID=$!
+  for _ in $(seq 300); do # 30 s
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.5)" 2>/dev/null; then return 0; fi
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "compare.sh: $t did not start; log:" >&2; tail -n 20 "$OUT/server-$t.log" >&2; return 1
+}
+
+run_target() {
+  local t=$1 s port
+  for s in $SCENARIOS; do
+    port=$(free_port)
+    start_server "$t" "$port"
+    local common=(--url "ws://127.0.0.1:$port" --store "$t" --server-pid "$SRV_PID" --out "$RESULTS")
+    step "$t: $s"
+    case $s in
+      throughput) "$BIN/zedi-bench" "${common[@]}" --writers 1 --readers "$READERS" \
+                    --in-flight "$IN_FLIGHT" --seconds "$SECS" --warmup 2 >/dev/null ;;
+      fanout) "$BIN/zedi-bench" "${common[@]}" --scenario fanout --documents "$FAN_DOCS" \
+                --subscribers "$FAN_SUBS" --rate "$FAN_RATE" --seconds "$SECS" --warmup 2 >/dev/null ;;
+      ramp) sleep 1 # let the runtime settle before the "before" RSS
+            "$BIN/zedi-bench" "${common[@]}" --scenario ramp --connections "$RAMP_CONNS" \
+              --documents "$RAMP_DOCS" --hold 5 --setup-timeout 180 >/dev/null ;;
+    esac
+    stop_server
+    if [ -n "$PG_DIR" ]; then scripts/pg-cluster.sh destroy "$PG_DIR"; PG_DIR=""; fi
+  done
+}
+
+for t in $TARGETS; do run_target "$t"; done
+
+step "results ($RESULTS)"
+python3 ops/bench/report.py "$RESULTS"
