@@ -88,6 +88,7 @@ pub struct Metrics {
     pub relay_published_total: IntCounter,
     pub relay_received_total: IntCounter,
     pub relay_dropped_total: IntCounter,
+    pub relay_lag_seconds: Histogram,
     /// labels: op (publish, read, lease, heartbeat)
     pub redis_errors_total: IntCounterVec,
     pub lease_acquisitions_total: IntCounter,
@@ -238,6 +239,12 @@ impl Metrics {
                 &r,
                 "relay_dropped_total",
                 "Entries not published because too many waited for Redis (others catch up from the store).",
+            ),
+            relay_lag_seconds: histogram(
+                &r,
+                "relay_lag_seconds",
+                "Time from another node's publish (Redis entry id clock) to delivery here.",
+                LATENCY_BUCKETS,
             ),
             redis_errors_total: counter_vec(
                 &r,

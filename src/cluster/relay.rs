@@ -419,6 +419,21 @@ async fn read_loop(
                     };
                     for entry in stream.ids {
                         sub.last_id = entry.id.clone();
+                        // Entry ids start with the Redis server's clock in ms: lag from publish
+                        // to delivery here, without adding a byte to any entry.
+                        if let Some(published_ms) = entry
+                            .id
+                            .split('-')
+                            .next()
+                            .and_then(|ms| ms.parse::<u64>().ok())
+                        {
+                            let now_ms = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64);
+                            metrics
+                                .relay_lag_seconds
+                                .observe(now_ms.saturating_sub(published_ms) as f64 / 1000.0);
+                        }
                         if field(&entry.map, "n") == Some(node_id.as_bytes()) {
                             continue;
                         }
