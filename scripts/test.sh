@@ -69,8 +69,10 @@ step "Deployment checks (Dockerfile, Terraform, Prometheus rules, config consist
 ZEDI_OPS_TOOLS="$cache" ops/checks.sh 2>&1 | tee "$log_dir/ops.log" || status=1
 
 step "Fuzzing (bounded: frame decoder, message handler, awareness; seed corpus from captured frames)"
-fuzz/run.sh "${ZEDI_FUZZ_SECONDS:-40}" 2>&1 | tee "$log_dir/fuzz.log" | grep -E '^==|Done [0-9]+ runs|ERROR|crash-|oom-' || true
-if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fuzz_failed=1; else fuzz_failed=0; fi
+fuzz_failed=0
+fuzz/run.sh "${ZEDI_FUZZ_SECONDS:-40}" >"$log_dir/fuzz.log" 2>&1 || { status=1; fuzz_failed=1; }
+grep -E '^==|Done [0-9]+ runs|ERROR|crash-|oom-' "$log_dir/fuzz.log" || true
+if [ "$fuzz_failed" -ne 0 ]; then tail -n 40 "$log_dir/fuzz.log"; fi
 
 step "Node interop tests (real @hocuspocus/provider against target/debug/zedi-sync)"
 export ZEDI_BIN="$PWD/target/debug/zedi-sync"
