@@ -141,7 +141,10 @@ fn editors_on_three_nodes_converge_with_awareness_and_stateless() {
         |_, m| matches!(m, Message::Awareness(p) if *p == removal),
     );
     // Relay lag is measured on the receiving side.
-    assert!(!b.metrics().contains("zedi_relay_lag_seconds_count 0"), "no relay lag observed on B");
+    assert!(
+        !b.metrics().contains("zedi_relay_lag_seconds_count 0"),
+        "no relay lag observed on B"
+    );
     // Exactly one node owns the document.
     let owned: i64 = [&a, &b, &c]
         .iter()
