@@ -1,0 +1,108 @@
+//! Micro-benchmarks of the per-update hot paths, to guide optimisation (issue 8):
+//! frame decode, update apply, broadcast encode, awareness apply. `cargo bench --bench hot_paths`
+//! prints ns per operation (median of 7 timed batches) and the machine. No extra crates: a plain
+//! `harness = false` bench with `std::time`, so it builds with the rest of the test targets.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use yrs::{Text, Transact};
+use zedi_sync::awareness::{AwarenessTable, decode_update};
+use zedi_sync::document::DocumentState;
+use zedi_sync::protocol::{self, Message, SyncMessage, encode_body, prepend_address};
+
+/// Median ns per iteration of `f` over 7 batches of `n` iterations.
+fn measure(name: &str, n: u32, mut f: impl FnMut(u32)) {
+    let mut samples = Vec::with_capacity(7);
+    for batch in 0..7 {
+        let start = Instant::now();
+        for i in 0..n {
+            f(batch * n + i);
+        }
+        samples.push(start.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    samples.sort_by(f64::total_cmp);
+    println!("{name:<48} {:>12.0} ns/op", samples[3]);
+}
+
+/// `count` successive one-character insertions by one client, as a provider sends them.
+fn keystrokes(count: usize) -> Vec<Vec<u8>> {
+    let doc = yrs::Doc::with_client_id(42);
+    let text = doc.get_or_insert_text("default");
+    (0..count)
+        .map(|i| {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, i as u32, "x");
+            txn.encode_update_v1()
+        })
+        .collect()
+}
+
+fn main() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "machine: {cpu}, {cores} cores; zedi-sync {}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let updates = keystrokes(70_000);
+    let frames: Vec<Vec<u8>> = updates
+        .iter()
+        .map(|u| protocol::encode("notes/team-1", &Message::Sync(SyncMessage::Update(u))))
+        .collect();
+
+    measure("decode a keystroke frame", 10_000, |i| {
+        black_box(protocol::decode(black_box(&frames[i as usize % frames.len()])).ok());
+    });
+
+    let mut state = DocumentState::new();
+    measure("apply a keystroke update (growing document)", 10_000, |i| {
+        black_box(state.apply_update(&updates[i as usize]).ok());
+    });
+
+    let addresses: Vec<String> = vec!["notes/team-1".to_string(); 20];
+    measure("encode a broadcast for 20 connections", 10_000, |i| {
+        let body = encode_body(&Message::Sync(SyncMessage::Update(
+            &updates[i as usize % updates.len()],
+        )));
+        // The actor encodes once per distinct address; all 20 share one here, as usual.
+        let frame = prepend_address(&addresses[0], &body);
+        for _ in &addresses {
+            black_box(frame.len());
+        }
+    });
+
+    let mut table = AwarenessTable::new();
+    let states: Vec<Vec<u8>> = (0..1000u64)
+        .map(|i| {
+            let mut w = zedi_sync::protocol::lib0::Writer::new();
+            w.write_var_uint(1)
+                .write_var_uint(i % 50)
+                .write_var_uint(i / 50 + 1);
+            w.write_var_string(
+                r##"{"user":{"name":"alice","color":"#ff0000"},"cursor":{"anchor":12,"head":14}}"##,
+            );
+            w.into_vec()
+        })
+        .collect();
+    measure("decode + apply an awareness update", 10_000, |i| {
+        let entries = decode_update(&states[i as usize % states.len()]).unwrap_or_default();
+        black_box(table.apply(&entries, u64::from(i)));
+    });
+
+    measure(
+        "answer SyncStep1 of an empty client (70k-char doc)",
+        50,
+        |_| {
+            black_box(state.sync_step1_reply(&[0]).ok());
+        },
+    );
+}
