@@ -2,19 +2,15 @@
 // clients split across nodes converge, and awareness crosses nodes.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 
 import {
   REFERENCE,
   cleanupAll,
   createProvider,
-  freePort,
   sleep,
+  startPostgres,
+  startRedis,
   startServer,
   test,
   text,
@@ -23,33 +19,20 @@ import {
   waitSynced,
 } from './harness.mjs';
 
-const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/pg-cluster.sh');
-let pgDir;
+let pg;
 let redis;
 let nodes = [];
 
 before(async () => {
   if (REFERENCE) return;
-  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'zedi-pg-'));
-  fs.chmodSync(parent, 0o755);
-  pgDir = path.join(parent, 'pg');
-  const r = spawnSync('bash', [SCRIPT, 'start', pgDir], { encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`pg-cluster.sh start failed: ${r.stderr}`);
-  const pgUrl = r.stdout.trim();
-  const redisPort = await freePort();
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  await waitFor(async () => spawnSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', {
-    timeout: 10_000,
-    message: 'redis-server to start',
-  });
+  pg = startPostgres();
+  redis = await startRedis();
   for (const id of ['node-a', 'node-b', 'node-c']) {
     nodes.push(
       await startServer({
         env: {
-          DATABASE_URL: pgUrl,
-          REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+          DATABASE_URL: pg.url,
+          REDIS_URL: redis.url,
           ZEDI__SERVER__NODE_ID: id,
           ZEDI__CLUSTER__HEARTBEAT_MS: '500',
         },
@@ -60,11 +43,8 @@ before(async () => {
 
 after(async () => {
   await cleanupAll();
-  redis?.kill('SIGKILL');
-  if (pgDir) {
-    spawnSync('bash', [SCRIPT, 'destroy', pgDir]);
-    fs.rmSync(path.dirname(pgDir), { recursive: true, force: true });
-  }
+  redis?.kill();
+  pg?.destroy();
 });
 
 test('cluster: providers on three nodes converge, awareness crosses nodes', async (t) => {

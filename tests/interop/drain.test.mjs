@@ -3,12 +3,7 @@
 // moves every provider to node B without losing anything the providers sent.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 
 import {
@@ -17,6 +12,8 @@ import {
   createProvider,
   freePort,
   sleep,
+  startPostgres,
+  startRedis,
   startServer,
   test,
   uniqueDoc,
@@ -24,8 +21,7 @@ import {
   waitSynced,
 } from './harness.mjs';
 
-const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/pg-cluster.sh');
-let pgDir;
+let pg;
 let redis;
 let env;
 let balancer;
@@ -79,22 +75,11 @@ async function startBalancer(backends) {
 
 before(async () => {
   if (REFERENCE) return;
-  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'zedi-pg-'));
-  fs.chmodSync(parent, 0o755);
-  pgDir = path.join(parent, 'pg');
-  const r = spawnSync('bash', [SCRIPT, 'start', pgDir], { encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`pg-cluster.sh start failed: ${r.stderr}`);
-  const redisPort = await freePort();
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  await waitFor(() => spawnSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', {
-    timeout: 10_000,
-    message: 'redis-server to start',
-  });
+  pg = startPostgres();
+  redis = await startRedis();
   env = {
-    DATABASE_URL: r.stdout.trim(),
-    REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+    DATABASE_URL: pg.url,
+    REDIS_URL: redis.url,
     ZEDI__CLUSTER__LEASE_RENEW_MS: '500',
     ZEDI__CLUSTER__LEASE_TTL_MS: '3000',
   };
@@ -103,11 +88,8 @@ before(async () => {
 after(async () => {
   balancer?.close();
   await cleanupAll();
-  redis?.kill('SIGKILL');
-  if (pgDir) {
-    spawnSync('bash', [SCRIPT, 'destroy', pgDir]);
-    fs.rmSync(path.dirname(pgDir), { recursive: true, force: true });
-  }
+  redis?.kill();
+  pg?.destroy();
 });
 
 test('drain: SIGTERM moves providers to another node, nothing they sent is lost, exit 0', async (t) => {

@@ -8,7 +8,7 @@
 //   ZEDI_TEST_VERBOSE=1      forward the server's output live (otherwise only when a test fails)
 //   ZEDI_INTEROP_NO_SKIP=1   in reference mode, also run the tests where the reference is known to differ
 
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFileSync, spawnSync as spawnSyncRaw } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -800,4 +800,56 @@ export function recordSocketFrames(socket) {
   socket.on('message', handler);
   frames.stop = () => socket.off('message', handler);
   return frames;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throwaway PostgreSQL and Redis for the store / cluster / drain suites
+// ---------------------------------------------------------------------------------------------
+
+const PG_SCRIPT = path.resolve(HERE, '../../scripts/pg-cluster.sh');
+
+/**
+ * A throwaway PostgreSQL (scripts/pg-cluster.sh) in its own temp dir. Returns
+ * `{ url, stop(), restart(), destroy() }`; `destroy` also removes the folder.
+ */
+export function startPostgres() {
+  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'zedi-pg-'));
+  fs.chmodSync(parent, 0o755); // the server runs as the postgres user, which must reach it
+  const dir = path.join(parent, 'pg');
+  const run = (command) => {
+    const r = spawnSyncChecked('bash', [PG_SCRIPT, command, dir]);
+    return r.stdout.trim();
+  };
+  const url = run('start');
+  return {
+    url,
+    stop: () => run('stop'),
+    restart: () => run('restart'),
+    destroy: () => {
+      try {
+        run('destroy');
+      } finally {
+        fs.rmSync(parent, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+function spawnSyncChecked(cmd, args) {
+  const r = spawnSyncRaw(cmd, args, { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  return r;
+}
+
+/** A redis-server on a free loopback port without persistence. Returns `{ url, port, kill() }`. */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  await waitFor(() => spawnSyncRaw('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', {
+    timeout: 10_000,
+    message: 'redis-server to start',
+  });
+  return { url: `redis://127.0.0.1:${port}`, port, kill: () => child.kill('SIGKILL') };
 }

@@ -2,11 +2,6 @@
 // by scripts/pg-cluster.sh): durability across kill -9, counted, and a database outage.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 
 import {
@@ -15,6 +10,7 @@ import {
   createProvider,
   makeDataDir,
   sleep,
+  startPostgres,
   startServer,
   test,
   uniqueDoc,
@@ -22,32 +18,17 @@ import {
   waitSynced,
 } from './harness.mjs';
 
-const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/pg-cluster.sh');
-
-function pgCluster(command, dir) {
-  const r = spawnSync('bash', [SCRIPT, command, dir], { encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`pg-cluster.sh ${command} failed: ${r.stderr}`);
-  return r.stdout.trim();
-}
-
-let pgDir;
-let pgUrl;
+let pg;
 before(() => {
   if (REFERENCE) return;
-  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'zedi-pg-'));
-  fs.chmodSync(parent, 0o755); // the server runs as the postgres user, which must reach it
-  pgDir = path.join(parent, 'pg');
-  pgUrl = pgCluster('start', pgDir);
+  pg = startPostgres();
 });
 after(async () => {
   await cleanupAll();
-  if (pgDir) {
-    pgCluster('destroy', pgDir);
-    fs.rmSync(path.dirname(pgDir), { recursive: true, force: true });
-  }
+  pg?.destroy();
 });
 
-const pgEnv = () => ({ DATABASE_URL: pgUrl, ZEDI__STORE__RETRY_MAX_MS: '300', ZEDI__STORE__CONNECT_TIMEOUT_MS: '1000' });
+const pgEnv = () => ({ DATABASE_URL: pg.url, ZEDI__STORE__RETRY_MAX_MS: '300', ZEDI__STORE__CONNECT_TIMEOUT_MS: '1000' });
 const items = (p) => p.document.getArray('log').toArray();
 
 test('postgres: every acknowledged update survives kill -9 mid-stream (counted)', async (t) => {
@@ -99,7 +80,7 @@ test('postgres: stopped mid-editing then restarted, nothing acknowledged is lost
   editors.forEach((e, i) => e.document.getArray('log').push([`before-${i}`]));
   await Promise.all(editors.map((e) => waitSynced(e)));
 
-  pgCluster('stop', pgDir);
+  pg.stop();
   // Editing goes on: every editor sees every edit, live, from the server's memory.
   for (let round = 0; round < 10; round += 1) {
     editors.forEach((e, i) => e.document.getArray('log').push([`during-${i}-${round}`]));
@@ -114,7 +95,7 @@ test('postgres: stopped mid-editing then restarted, nothing acknowledged is lost
   const health = await (await fetch(`${server.httpUrl}/health`)).json();
   assert.equal(health.store, 'degraded');
 
-  pgCluster('restart', pgDir);
+  pg.restart();
   await Promise.all(editors.map((e) => waitSynced(e, { timeout: 20_000 })));
   const converged = JSON.stringify(items(editors[0]));
   editors.forEach((e) => assert.equal(JSON.stringify(items(e)), converged, 'editors converged'));
