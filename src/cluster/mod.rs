@@ -332,9 +332,14 @@ impl ClusterActor {
                 .inc();
         }
         self.status.lease_ok.store(!failed, Ordering::Relaxed);
-        let owned = self.leases.values().filter(|l| l.owned.is_some()).count();
-        self.status.owned.store(owned as i64, Ordering::Relaxed);
-        self.metrics.leases_owned.set(owned as i64);
+        self.publish_owned_count();
+    }
+
+    /// Leases held, for `/health` and the `leases_owned` gauge.
+    fn publish_owned_count(&self) {
+        let owned = self.leases.values().filter(|l| l.owned.is_some()).count() as i64;
+        self.status.owned.store(owned, Ordering::Relaxed);
+        self.metrics.leases_owned.set(owned);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -505,9 +510,7 @@ impl Handler<DropLease> for ClusterActor {
                 }
             });
         }
-        let owned = self.leases.values().filter(|l| l.owned.is_some()).count();
-        self.status.owned.store(owned as i64, Ordering::Relaxed);
-        self.metrics.leases_owned.set(owned as i64);
+        self.publish_owned_count();
     }
 }
 

@@ -48,6 +48,16 @@ impl SessionActor {
         }
     }
 
+    /// Documents not yet open on this socket have reached the per-connection limit.
+    fn too_many_pending(&self) -> bool {
+        let pending = self
+            .docs
+            .values()
+            .filter(|s| !matches!(s, Slot::Open { .. }))
+            .count();
+        pending >= self.shared.limits.max_documents_per_connection
+    }
+
     fn release(&mut self, queue: &[(Queued, usize)]) {
         self.queued_messages -= queue.len();
         self.queued_bytes -= queue.iter().map(|(_, n)| n).sum::<usize>();
@@ -55,11 +65,7 @@ impl SessionActor {
 
     /// Forwards to the document, or queues until it is open (bounded per socket).
     pub(super) fn route(&mut self, address: Arc<str>, item: Queued, size: usize, ctx: &mut Ctx) {
-        let pending_docs = self
-            .docs
-            .values()
-            .filter(|s| !matches!(s, Slot::Open { .. }))
-            .count();
+        let too_many_pending = self.too_many_pending();
         let slot = match self.docs.get_mut(&address) {
             Some(Slot::Open { doc, key, .. }) => {
                 if let Queued::Input(input) = item {
@@ -72,7 +78,7 @@ impl SessionActor {
             }
             Some(slot) => slot,
             None => {
-                if pending_docs >= self.shared.limits.max_documents_per_connection {
+                if too_many_pending {
                     return self.protocol_error(
                         ctx,
                         "preauth_limit",
@@ -127,12 +133,7 @@ impl SessionActor {
                 false
             }
             None => {
-                let pending = self
-                    .docs
-                    .values()
-                    .filter(|s| !matches!(s, Slot::Open { .. }))
-                    .count();
-                if pending >= self.shared.limits.max_documents_per_connection {
+                if self.too_many_pending() {
                     return self.protocol_error(
                         ctx,
                         "preauth_limit",
