@@ -103,6 +103,7 @@ pub struct StoreSettings {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     pub compact_after_updates: u64,
+    pub compact_min_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

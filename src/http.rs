@@ -1,16 +1,16 @@
-//! HTTP surface: the WebSocket upgrade (on any path, as Hocuspocus: the document name travels
-//! inside the frames), `/health` for the ALB and `/metrics` for Prometheus.
+//! HTTP surface: `/health` for the ALB and `/metrics` for Prometheus. The WebSocket upgrade (on
+//! any path, as Hocuspocus: the document name travels inside the frames) is in
+//! [`crate::websocket`].
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_actors::ws;
+use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::limits::{Cidr, ConnectionLimiter, Refused, client_ip};
+use crate::limits::{Cidr, ConnectionLimiter};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
-use crate::session::{SessionActor, SessionContext};
+use crate::session::SessionContext;
 
 /// Shared, read-mostly state of the HTTP handlers.
 pub struct AppState {
@@ -52,7 +52,7 @@ struct Health<'a> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics))
-        .default_service(web::to(upgrade));
+        .default_service(web::to(not_found));
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
@@ -91,67 +91,8 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-async fn upgrade(
-    req: HttpRequest,
-    stream: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let is_upgrade = req
-        .headers()
-        .get(actix_web::http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_upgrade {
-        return Ok(HttpResponse::NotFound().body("zedi-sync: connect with a WebSocket\n"));
-    }
-    if state.drain.is_draining() {
-        return Ok(HttpResponse::ServiceUnavailable().body("draining\n"));
-    }
-    // Browsers always send Origin; a client without one is not a browser page, so the
-    // cross-site concern the allow-list addresses does not apply to it.
-    if !state.allowed_origins.is_empty()
-        && let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN)
-    {
-        let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
-        if !state.allowed_origins.iter().any(|o| o == origin) {
-            state.metrics.origin_rejections_total.inc();
-            tracing::info!(%origin, "WebSocket upgrade refused: origin not allowed");
-            return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
-        }
-    }
-    let peer = req
-        .peer_addr()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let ip = client_ip(peer, forwarded, &state.trusted_proxies);
-    let slot = match state.limiter.try_acquire(ip) {
-        Ok(slot) => slot,
-        Err(refused) => {
-            let (label, response) = match refused {
-                Refused::NodeFull => (
-                    "node_full",
-                    HttpResponse::ServiceUnavailable().body("too many connections on this node\n"),
-                ),
-                Refused::AddressFull => (
-                    "address_full",
-                    HttpResponse::TooManyRequests()
-                        .body("too many connections from this address\n"),
-                ),
-            };
-            state
-                .metrics
-                .connections_refused_total
-                .with_label_values(&[label])
-                .inc();
-            tracing::info!(%ip, reason = label, "WebSocket upgrade refused: connection limit");
-            return Ok(response);
-        }
-    };
-    let session = SessionActor::new(Arc::clone(&state.sessions), slot);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.max_frame_bytes)
-        .start()
+/// Plain HTTP on any other path. Upgrade requests never get here: actix-http hands them to
+/// [`crate::websocket::upgrade`].
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().body("zedi-sync: connect with a WebSocket\n")
 }

@@ -9,7 +9,7 @@
 //! - [`persistence`]: group commit of updates into a [`store::Store`];
 //! - [`auth`]: who may open which document;
 //! - [`cluster`]: Redis leases, cross-node relay, heartbeats (when `REDIS_URL` is set);
-//! - [`http`]: the WebSocket upgrade, `/health`, `/metrics`;
+//! - [`http`]: `/health`, `/metrics`; [`websocket`]: the upgrade and the socket under a session;
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
 #[cfg(feature = "server")]
@@ -43,3 +43,5 @@ pub mod session;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod tls;
+#[cfg(feature = "server")]
+pub mod websocket;

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{App, HttpServer, web};
+use actix_http::{HttpService, KeepAlive};
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::{App, web};
 
 use crate::auth::Authorizer;
 use crate::cloudwatch::CloudWatchActor;
@@ -92,6 +95,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             load_timeout: Duration::from_millis(settings.documents.load_timeout_ms),
             awareness_timeout: Duration::from_millis(settings.documents.awareness_timeout_ms),
             compact_after_updates: settings.store.compact_after_updates,
+            compact_min_interval: Duration::from_millis(settings.store.compact_min_interval_ms),
         },
         cluster.clone(),
     )
@@ -135,19 +139,36 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         0 => cores(),
         n => n,
     };
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-            .workers(workers)
-            .disable_signals()
-            // Each keystroke is a small frame that must leave at once: with Nagle's algorithm
-            // the SyncStatus after a broadcast waits for the client's delayed ACK (~40 ms).
-            .tcp_nodelay(true)
-            .bind(&addr)
-            .map_err(|source| ServerError::Bind {
-                addr: addr.clone(),
-                source,
-            })?
-            .run();
+    let state = state.into_inner();
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .bind("zedi-sync", &addr, move || {
+            let app = App::new()
+                .app_data(web::Data::from(Arc::clone(&state)))
+                .configure(http::routes);
+            let for_upgrades = Arc::clone(&state);
+            HttpService::build()
+                // actix-web's HttpServer defaults, which this replaces.
+                .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // Each keystroke is a small frame that must leave at once: with Nagle's
+                // algorithm the SyncStatus after a broadcast waits for the client's delayed
+                // ACK (~40 ms).
+                .tcp_nodelay(true)
+                // Upgrades skip the App and its per-connection HTTP buffers (see websocket.rs).
+                .upgrade(fn_service(move |(req, framed)| {
+                    crate::websocket::upgrade(req, framed, Arc::clone(&for_upgrades))
+                }))
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?
+        .run();
 
     log_auth_mode(&settings, &authorizer);
     tracing::info!(

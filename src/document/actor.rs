@@ -1,22 +1,23 @@
 //! The document actor. All access to a document goes through its mailbox, which gives every
 //! connection's frames a total order without locks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use super::{ConnKey, DocError, DocumentState};
 use crate::cluster::relay::RelayKind;
 use crate::cluster::{Cluster, DropLease};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
-use crate::protocol::{Message, SyncMessage, encode_body, prepend_address};
+use crate::protocol::{Message, SyncMessage};
 use crate::registry::Registry;
-use crate::session::{CloseSocket, Outbound};
+use crate::session::{CloseSocket, SessionActor};
 use crate::store::AppendItem;
 
 /// Document-actor tunables, from `[documents]` and `[store]`.
@@ -32,6 +33,7 @@ pub struct DocumentConfig {
     pub load_timeout: Duration,
     pub awareness_timeout: Duration,
     pub compact_after_updates: u64,
+    pub compact_min_interval: Duration,
 }
 
 /// A session attaches to this document. Answered `Err` when the actor is unloading: the
@@ -40,8 +42,9 @@ pub struct DocumentConfig {
 #[rtype(result = "Result<(), JoinError>")]
 pub struct Join {
     pub key: ConnKey,
-    pub outbox: Recipient<Outbound>,
-    pub control: Recipient<CloseSocket>,
+    /// The session itself rather than two `Recipient`s: each `Recipient` is one more heap
+    /// allocation per attachment, and a node holds tens of thousands of them.
+    pub session: Addr<SessionActor>,
     pub read_only: bool,
     /// Bytes sent to this socket that it has not taken yet; shared with the session, which
     /// subtracts what it hands to the socket. Bounds what a slow reader can pile up.
@@ -91,24 +94,13 @@ pub struct SetAccess {
     pub read_only: bool,
 }
 
-/// Hands a frame to a socket unless that would exceed its outbound budget.
-fn deliver(conn: &Conn, frame: Bytes, ty: crate::protocol::MessageType, limit: usize) -> bool {
-    let len = frame.len();
-    if conn.outbound.fetch_add(len, Ordering::Relaxed) + len > limit {
-        conn.outbound.fetch_sub(len, Ordering::Relaxed);
-        return false;
-    }
-    conn.outbox.do_send(Outbound { frame, ty });
-    true
-}
-
 pub(super) struct Conn {
-    outbox: Recipient<Outbound>,
-    control: Recipient<CloseSocket>,
+    pub(super) session: Addr<SessionActor>,
     read_only: bool,
-    outbound: Arc<AtomicUsize>,
-    /// Awareness client ids this attachment introduced, removed when it leaves.
-    awareness_ids: HashSet<u64>,
+    pub(super) outbound: Arc<AtomicUsize>,
+    /// Awareness client ids this attachment introduced, removed when it leaves. Usually one;
+    /// a `Vec` costs nothing until the first and stays small.
+    awareness_ids: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +136,18 @@ pub struct DocumentActor {
     pub(super) cluster: Option<Cluster>,
     pub(super) unload_timer: Option<SpawnHandle>,
     pub(super) compacting: bool,
+    /// When the last compaction finished, and the timer that retries once the interval since
+    /// then has passed.
+    pub(super) last_compaction: Option<Instant>,
+    pub(super) compact_timer: Option<SpawnHandle>,
+    /// Changes applied but not yet broadcast: sent as one merged update once the mailbox has
+    /// been drained (see [`DocumentActor::queue_update_broadcast`]), or before anything else
+    /// is sent, so every socket still sees messages in the order they happened.
+    pub(super) unsent: Vec<Vec<u8>>,
+    /// Updates handed to persistence, oldest first, with the completion that says durable.
+    /// One [`AckWaiter`] watches the oldest: the group committer completes them in order.
+    pub(super) acks: VecDeque<(ConnKey, oneshot::Receiver<()>)>,
+    pub(super) ack_waiter_running: bool,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -180,47 +184,11 @@ impl DocumentActor {
             cluster,
             unload_timer: None,
             compacting: false,
-        }
-    }
-
-    /// Sends one message to every attachment (optionally but one). The body is encoded once;
-    /// only the address differs between attachments, and nearly all share the plain name.
-    pub(super) fn broadcast(&mut self, message: &Message<'_>, except: Option<&ConnKey>) {
-        let body = encode_body(message);
-        let ty = message.message_type();
-        let limit = self.config.max_outbound_bytes;
-        let mut framed: HashMap<&str, Bytes> = HashMap::new();
-        let mut too_slow = Vec::new();
-        for (key, conn) in &self.conns {
-            if except == Some(key) {
-                continue;
-            }
-            let frame = framed
-                .entry(&key.address)
-                .or_insert_with(|| Bytes::from(prepend_address(&key.address, &body)))
-                .clone();
-            if !deliver(conn, frame, ty, limit) {
-                too_slow.push(key.clone());
-            }
-        }
-        for key in too_slow {
-            self.drop_slow_reader(&key);
-        }
-    }
-
-    pub(super) fn send_to(&mut self, key: &ConnKey, message: &Message<'_>) {
-        let Some(conn) = self.conns.get(key) else {
-            return;
-        };
-        let frame = Bytes::from(prepend_address(&key.address, &encode_body(message)));
-        if !deliver(
-            conn,
-            frame,
-            message.message_type(),
-            self.config.max_outbound_bytes,
-        ) {
-            let key = key.clone();
-            self.drop_slow_reader(&key);
+            last_compaction: None,
+            compact_timer: None,
+            unsent: Vec::new(),
+            acks: VecDeque::new(),
+            ack_waiter_running: false,
         }
     }
 
@@ -239,27 +207,13 @@ impl DocumentActor {
         self.approx_bytes + incoming <= limit
     }
 
-    /// A socket that does not read what it is sent: closed (the provider reconnects and
-    /// resyncs from the document), never waited for.
-    fn drop_slow_reader(&mut self, key: &ConnKey) {
-        self.metrics.protocol_error("slow_consumer");
-        tracing::warn!(document = %self.name, session = key.session, "outbound queue full: closing a socket that does not read");
-        if let Some(conn) = self.conns.get(key) {
-            conn.control.do_send(CloseSocket {
-                code: 4205,
-                reason: "too slow: outbound queue full".into(),
-            });
-        }
-        self.detach(key);
-    }
-
     /// A protocol error of one attachment closes that socket (4205, as Hocuspocus does for an
     /// error while handling a message); the document and everyone else carry on.
     fn reject(&mut self, key: &ConnKey, error: &DocError) {
         self.metrics.protocol_error(error.kind());
         tracing::warn!(document = %self.name, session = key.session, %error, "closing connection after bad input");
         if let Some(conn) = self.conns.get(key) {
-            conn.control.do_send(CloseSocket {
+            conn.session.do_send(CloseSocket {
                 code: 4205,
                 reason: format!("{error}"),
             });
@@ -291,7 +245,7 @@ impl DocumentActor {
                 tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
                 self.send_to(&key, &Message::SyncStatus(false));
                 if let Some(conn) = self.conns.get(&key) {
-                    conn.control.do_send(CloseSocket {
+                    conn.session.do_send(CloseSocket {
                         code: 4205,
                         reason: "store overloaded; reconnect later".into(),
                     });
@@ -324,8 +278,8 @@ impl DocumentActor {
             .update_apply_seconds
             .observe(started.elapsed().as_secs_f64());
         self.approx_bytes += update.len();
-        if let Some(changes) = &applied.broadcast {
-            self.broadcast(&Message::Sync(SyncMessage::Update(changes)), None);
+        if let Some(changes) = applied.broadcast {
+            self.queue_update_broadcast(changes, ctx);
         }
         if applied.store {
             self.publish(RelayKind::Update, update.clone());
@@ -338,15 +292,11 @@ impl DocumentActor {
             self.log_len += 1;
         }
         self.inflight += 1;
-        let durable = reservation.submit(item);
-        ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
-            act.inflight -= 1;
-            // The writer never gives up, so an error here means it is gone (shutdown): the
-            // update is not known durable, and the client is told so.
-            act.send_to(&key, &Message::SyncStatus(result.is_ok()));
-            act.maybe_compact(ctx);
-            act.maybe_schedule_unload(ctx);
-        }));
+        self.acks.push_back((key, reservation.submit(item)));
+        if !self.ack_waiter_running {
+            self.ack_waiter_running = true;
+            ctx.spawn(super::outbound::AckWaiter);
+        }
     }
 
     fn handle_awareness(&mut self, key: ConnKey, payload: &[u8]) {
@@ -356,7 +306,7 @@ impl DocumentActor {
                 self.metrics.protocol_error("bad_awareness");
                 tracing::warn!(document = %self.name, session = key.session, error = %e, "closing connection after bad awareness");
                 if let Some(conn) = self.conns.get(&key) {
-                    conn.control.do_send(CloseSocket {
+                    conn.session.do_send(CloseSocket {
                         code: 4205,
                         reason: e.to_string(),
                     });
@@ -370,8 +320,11 @@ impl DocumentActor {
             return;
         }
         if let Some(conn) = self.conns.get_mut(&key) {
-            conn.awareness_ids
-                .extend(changes.added.iter().chain(changes.updated.iter()));
+            for id in changes.added.iter().chain(changes.updated.iter()) {
+                if !conn.awareness_ids.contains(id) {
+                    conn.awareness_ids.push(*id);
+                }
+            }
         }
         let encoded = self.state.awareness.encode(&changes.all());
         // Including the sender: the echo is what keeps the provider's 30 s watchdog quiet.
@@ -380,7 +333,7 @@ impl DocumentActor {
     }
 
     /// Removes an attachment and what it introduced into awareness.
-    fn detach(&mut self, key: &ConnKey) {
+    pub(super) fn detach(&mut self, key: &ConnKey) {
         let Some(conn) = self.conns.remove(key) else {
             return;
         };
@@ -394,7 +347,7 @@ impl DocumentActor {
 
     pub(super) fn close_all(&mut self, reason: &str) {
         for conn in self.conns.values() {
-            conn.control.do_send(CloseSocket {
+            conn.session.do_send(CloseSocket {
                 code: 4205,
                 reason: reason.to_string(),
             });
@@ -440,11 +393,10 @@ impl Handler<Join> for DocumentActor {
         self.conns.insert(
             key.clone(),
             Conn {
-                outbox: join.outbox,
-                control: join.control,
+                session: join.session,
                 read_only: join.read_only,
                 outbound: join.outbound,
-                awareness_ids: HashSet::new(),
+                awareness_ids: Vec::new(),
             },
         );
         if let Some(states) = self.state.awareness.encode_live() {

@@ -127,6 +127,19 @@ impl DocumentActor {
         {
             return;
         }
+        if let Some(last) = self.last_compaction {
+            let since = last.elapsed();
+            if since < self.config.compact_min_interval {
+                if self.compact_timer.is_none() {
+                    let wait = self.config.compact_min_interval - since;
+                    self.compact_timer = Some(ctx.run_later(wait, |act, ctx| {
+                        act.compact_timer = None;
+                        act.maybe_compact(ctx);
+                    }));
+                }
+                return;
+            }
+        }
         self.compacting = true;
         let store = Arc::clone(self.persistence.store());
         let name = Arc::clone(&self.name);
@@ -145,6 +158,7 @@ impl DocumentActor {
             .into_actor(self)
             .map(|result, act, _| {
                 act.compacting = false;
+                act.last_compaction = Some(Instant::now());
                 match result {
                     Ok(outcome) => {
                         act.log_len = act.log_len.saturating_sub(outcome.folded_updates);

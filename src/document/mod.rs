@@ -6,6 +6,8 @@ mod actor;
 #[cfg(feature = "server")]
 mod lifecycle;
 #[cfg(feature = "server")]
+mod outbound;
+#[cfg(feature = "server")]
 mod replication;
 mod state;
 

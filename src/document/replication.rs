@@ -12,7 +12,7 @@ use super::actor::DocumentActor;
 use super::{DocError, DocumentState};
 use crate::cluster::LeaseChanged;
 use crate::cluster::relay::{CatchUp, RelayKind, RemoteEntry};
-use crate::protocol::{Message, SyncMessage};
+use crate::protocol::Message;
 
 impl DocumentActor {
     /// Hands a local change to the relay (a no-op on a single node).
@@ -32,7 +32,7 @@ impl DocumentActor {
                     .update_apply_seconds
                     .observe(started.elapsed().as_secs_f64());
                 if let Some(changes) = applied.broadcast {
-                    self.broadcast(&Message::Sync(SyncMessage::Update(&changes)), None);
+                    self.queue_update_broadcast(changes, ctx);
                 }
             }
             Err(DocError::Poisoned) => {

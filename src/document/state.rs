@@ -161,6 +161,15 @@ impl DocumentState {
         .map_err(|_| DocError::Poisoned)
     }
 
+    /// Several broadcasts as one Yjs update, so a burst of keystrokes costs each reader one
+    /// frame instead of one per keystroke. `None` when yrs cannot merge them (the caller then
+    /// sends them one by one); they were produced by this document, so that is not expected.
+    pub fn merge_broadcasts(updates: &[Vec<u8>]) -> Option<Vec<u8>> {
+        catch_unwind(|| yrs::merge_updates_v1(updates))
+            .ok()
+            .and_then(Result::ok)
+    }
+
     pub fn doc(&self) -> &Doc {
         &self.doc
     }
@@ -189,6 +198,26 @@ mod tests {
     fn text(state: &DocumentState) -> String {
         let t = state.doc.get_or_insert_text("default");
         t.get_string(&state.doc.transact())
+    }
+
+    #[test]
+    fn merged_broadcasts_carry_every_change_in_one_update() {
+        let mut state = DocumentState::new();
+        let (writer, first) = edit(1, None, "ab", 0);
+        let mut broadcasts = vec![state.apply_update(&first).unwrap().broadcast.unwrap()];
+        // A second client edits on top of the first, a third concurrently.
+        let (_, second) = edit(2, Some(&first), "XY", 1);
+        broadcasts.push(state.apply_update(&second).unwrap().broadcast.unwrap());
+        let (_, third) = edit(3, None, "z", 0);
+        broadcasts.push(state.apply_update(&third).unwrap().broadcast.unwrap());
+        drop(writer);
+        let merged = DocumentState::merge_broadcasts(&broadcasts).unwrap();
+        let mut reader = DocumentState::new();
+        let applied = reader.apply_update(&merged).unwrap();
+        assert!(applied.broadcast.is_some());
+        assert_eq!(text(&reader), text(&state));
+        assert_eq!(text(&reader).len(), 5);
+        assert!(DocumentState::merge_broadcasts(&[vec![0xff, 0xff]]).is_none());
     }
 
     #[test]

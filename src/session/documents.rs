@@ -86,12 +86,13 @@ impl SessionActor {
                         "too many documents waiting for authentication",
                     );
                 }
-                self.docs
-                    .entry(Arc::clone(&address))
-                    .or_insert(Slot::AwaitingAuth {
+                self.docs.insert_new(
+                    Arc::clone(&address),
+                    Slot::AwaitingAuth {
                         queue: Vec::new(),
                         deciding: false,
-                    })
+                    },
+                )
             }
         };
         if let Slot::AwaitingAuth { queue, .. } | Slot::Joining { queue, .. } = slot {
@@ -345,11 +346,9 @@ impl SessionActor {
             session: self.id,
             address: Arc::clone(&address),
         };
-        let me = ctx.address();
         let join = Join {
             key: key.clone(),
-            outbox: me.clone().recipient(),
-            control: me.recipient(),
+            session: ctx.address(),
             read_only: grant.read_only,
             outbound: Arc::clone(&self.outbound),
         };

@@ -5,8 +5,8 @@
 //! The per-document state machine (auth, join, token refresh, detach) is in [`documents`].
 
 mod documents;
+mod slots;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -97,7 +97,7 @@ struct Grant {
 pub struct SessionActor {
     id: u64,
     shared: Arc<SessionContext>,
-    docs: HashMap<Arc<str>, Slot>,
+    docs: slots::Slots,
     queued_messages: usize,
     queued_bytes: usize,
     last_seen: Instant,
@@ -141,7 +141,7 @@ impl SessionActor {
             outbound: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             shared,
-            docs: HashMap::new(),
+            docs: slots::Slots::default(),
             queued_messages: 0,
             queued_bytes: 0,
             last_seen: Instant::now(),

@@ -288,6 +288,35 @@ impl Client {
         }
     }
 
+    /// Collects the updates broadcast on `address` until the text they make satisfies `done`
+    /// (bounded). The server may merge updates that arrive together into one, so tests look
+    /// for content, not for a number of frames. Returns the text.
+    pub fn expect_text(
+        &mut self,
+        address: &str,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut updates: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let frame = self.expect(what, |a, m| {
+                a == address && matches!(m, Message::Sync(SyncMessage::Update(_)))
+            });
+            if let Ok(Packet::Message {
+                message: Message::Sync(SyncMessage::Update(u)),
+                ..
+            }) = protocol::decode(&frame)
+            {
+                updates.push(u.to_vec());
+            }
+            let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+            let text = render(&refs);
+            if done(&text) {
+                return text;
+            }
+        }
+    }
+
     pub fn expect_ack(&mut self, address: &str) {
         self.expect("SyncStatus(1)", |a, m| {
             a == address && matches!(m, Message::SyncStatus(true))
