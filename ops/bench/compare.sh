@@ -2,11 +2,15 @@
 # zedi-sync against the reference Hocuspocus 4.7.0 server (SQLite persistence), same generator,
 # same machine, one server at a time: throughput (1 writer + N readers on one document), fan-out
 # (K docs x S subscribers x R updates/s) and ramp (C synced idle connections), then the ratios.
+# Each measurement gets a freshly started server.
 #
 #   ops/bench/compare.sh
 # Knobs (environment): CMP_TARGETS ("hocuspocus embedded postgres"), CMP_SCENARIOS
-# ("throughput fanout ramp"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT (8),
-# CMP_FAN ("100 20 5": docs subscribers rate), CMP_RAMP ("5000 100": connections documents),
+# ("throughput fanout ramp"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT ("8 64 256 512":
+# one throughput run each; the bar compares the best), CMP_FAN ("100 20": docs subscribers),
+# CMP_FAN_RATES ("2 5 10 15 20 25 30": updates/s per document, one run each; the bar compares p99 at 5
+# and the highest rate whose p99 stays under 10 ms), CMP_RAMP ("19900 200": connections
+# documents; 20,000 cannot be reached here, see BENCHMARKS.md),
 # CMP_REF_DIR (/tmp/zedi-hocuspocus-ref: npm scratch folder, outside the repo).
 # Everything listens on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
@@ -16,9 +20,10 @@ TARGETS=${CMP_TARGETS:-hocuspocus embedded postgres}
 SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp}
 SECS=${CMP_SECONDS:-10}
 READERS=${CMP_READERS:-10}
-IN_FLIGHT=${CMP_IN_FLIGHT:-8}
-read -r FAN_DOCS FAN_SUBS FAN_RATE <<<"${CMP_FAN:-100 20 5}"
-read -r RAMP_CONNS RAMP_DOCS <<<"${CMP_RAMP:-5000 100}"
+IN_FLIGHT=${CMP_IN_FLIGHT:-8 64 256 512}
+read -r FAN_DOCS FAN_SUBS <<<"${CMP_FAN:-100 20}"
+FAN_RATES=${CMP_FAN_RATES:-2 5 10 15 20 25 30}
+read -r RAMP_CONNS RAMP_DOCS <<<"${CMP_RAMP:-19900 200}"
 REF=${CMP_REF_DIR:-/tmp/zedi-hocuspocus-ref}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 # 20k connections need more than 20k descriptors on each side; raise as far as allowed.
@@ -98,24 +103,33 @@ start_server() { # $1 target, $2 port; sets SRV_PID
   echo "compare.sh: $t did not start; log:" >&2; tail -n 20 "$OUT/server-$t.log" >&2; return 1
 }
 
+measure() { # $1 target, $2 scenario, $3 parameter (in-flight or rate)
+  local t=$1 s=$2 v=${3:-} port
+  port=$(free_port)
+  start_server "$t" "$port"
+  local common=(--url "ws://127.0.0.1:$port" --store "$t" --server-pid "$SRV_PID" --out "$RESULTS")
+  step "$t: $s $v"
+  case $s in
+    throughput) "$BIN/zedi-bench" "${common[@]}" --writers 1 --readers "$READERS" \
+                  --in-flight "$v" --seconds "$SECS" --warmup 2 >/dev/null ;;
+    fanout) "$BIN/zedi-bench" "${common[@]}" --scenario fanout --documents "$FAN_DOCS" \
+              --subscribers "$FAN_SUBS" --rate "$v" --seconds "$SECS" --warmup 2 >/dev/null ;;
+    ramp) sleep 1 # let the runtime settle before the "before" RSS
+          "$BIN/zedi-bench" "${common[@]}" --scenario ramp --connections "$RAMP_CONNS" \
+            --documents "$RAMP_DOCS" --hold 5 --setup-timeout 180 >/dev/null ;;
+  esac
+  stop_server
+  if [ -n "$PG_DIR" ]; then scripts/pg-cluster.sh destroy "$PG_DIR"; PG_DIR=""; fi
+}
+
 run_target() {
-  local t=$1 s port
+  local t=$1 s v
   for s in $SCENARIOS; do
-    port=$(free_port)
-    start_server "$t" "$port"
-    local common=(--url "ws://127.0.0.1:$port" --store "$t" --server-pid "$SRV_PID" --out "$RESULTS")
-    step "$t: $s"
     case $s in
-      throughput) "$BIN/zedi-bench" "${common[@]}" --writers 1 --readers "$READERS" \
-                    --in-flight "$IN_FLIGHT" --seconds "$SECS" --warmup 2 >/dev/null ;;
-      fanout) "$BIN/zedi-bench" "${common[@]}" --scenario fanout --documents "$FAN_DOCS" \
-                --subscribers "$FAN_SUBS" --rate "$FAN_RATE" --seconds "$SECS" --warmup 2 >/dev/null ;;
-      ramp) sleep 1 # let the runtime settle before the "before" RSS
-            "$BIN/zedi-bench" "${common[@]}" --scenario ramp --connections "$RAMP_CONNS" \
-              --documents "$RAMP_DOCS" --hold 5 --setup-timeout 180 >/dev/null ;;
+      throughput) for v in $IN_FLIGHT; do measure "$t" "$s" "$v"; done ;;
+      fanout) for v in $FAN_RATES; do measure "$t" "$s" "$v"; done ;;
+      *) measure "$t" "$s" ;;
     esac
-    stop_server
-    if [ -n "$PG_DIR" ]; then scripts/pg-cluster.sh destroy "$PG_DIR"; PG_DIR=""; fi
   done
 }
 

@@ -222,6 +222,7 @@ async fn fan_writer(
     doc: String,
     client_id: u64,
     rate: f64,
+    phase: f64,
     epoch: Instant,
     setup_deadline: Instant,
     start: Instant,
@@ -248,8 +249,9 @@ async fn fan_writer(
     let ydoc = Doc::with_client_id(client_id);
     let text: TextRef = ydoc.get_or_insert_text("default");
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    // Spread writers' phases so they do not all fire on the same tick.
-    let phase = Duration::from_secs_f64(period.as_secs_f64() * ((client_id % 997) as f64 / 997.0));
+    // Writers' phases spread evenly over the period (`phase` is this writer's fraction), so
+    // the load is steady instead of one burst per period.
+    let phase = Duration::from_secs_f64(period.as_secs_f64() * phase);
     let mut next = start + phase;
     let drain_end = end + Duration::from_secs(3);
     let mut sent_at: std::collections::VecDeque<u64> = Default::default();
@@ -435,6 +437,7 @@ pub async fn fanout(
                 format!("fan-{run_id}-{d}"),
                 0x5AEE_0000 + d as u64,
                 a.rate,
+                d as f64 / a.documents as f64,
                 epoch,
                 wdeadline,
                 start,

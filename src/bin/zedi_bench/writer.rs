@@ -145,7 +145,11 @@ fn connect(spec: &WriterSpec, deadline: Instant) -> Result<WebSocket<TcpStream>,
     stream.set_nodelay(true).ok();
     stream.set_read_timeout(Some(READ_SLICE)).ok();
     stream.set_write_timeout(Some(Duration::from_secs(5))).ok();
-    let mut attempt = tungstenite::client(spec.url.as_str(), stream);
+    let mut attempt = tungstenite::client::client_with_config(
+        spec.url.as_str(),
+        stream,
+        Some(crate::aconn::small_read_buffer()),
+    );
     loop {
         match attempt {
             Ok((ws, _)) => return Ok(ws),
