@@ -80,6 +80,13 @@ fn main() {
         }
     });
 
+    // What the document actor does when a burst of updates arrived in one mailbox batch: one
+    // merged update for every reader instead of one frame per keystroke.
+    measure("merge 8 keystroke broadcasts into one", 5_000, |i| {
+        let at = (i as usize * 8) % (updates.len() - 8);
+        black_box(DocumentState::merge_broadcasts(&updates[at..at + 8]));
+    });
+
     let mut table = AwarenessTable::new();
     let states: Vec<Vec<u8>> = (0..1000u64)
         .map(|i| {

@@ -6,6 +6,7 @@
 
 mod documents;
 mod slots;
+mod ticker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +109,8 @@ pub struct SessionActor {
     next_generation: u64,
     /// This connection's place in the node and per-address counts, given back on drop.
     _slot: ConnectionSlot,
+    /// Place on this thread's heartbeat ticker, while started.
+    ticker_slot: Option<usize>,
     messages_rate: TokenBucket,
     bytes_rate: TokenBucket,
     /// Bytes document actors queued for this socket and not yet handed to it.
@@ -136,6 +139,7 @@ impl SessionActor {
         let bytes_rate = TokenBucket::new(l.max_bytes_per_sec as f64, byte_burst, now);
         SessionActor {
             _slot: slot,
+            ticker_slot: None,
             messages_rate,
             bytes_rate,
             outbound: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -347,19 +351,18 @@ impl Actor for SessionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.shared.metrics.connections_open.inc();
         self.shared.metrics.connections_total.inc();
-        ctx.run_interval(self.shared.ping_interval, |act, ctx| act.heartbeat(ctx));
-        let mut shutdown = self.shared.shutdown.clone();
-        ctx.spawn(
-            async move {
-                let _ = shutdown.wait_for(|closing| *closing).await;
-            }
-            .into_actor(self)
-            // 4205: the provider reconnects (through the ALB, to another task) and resyncs.
-            .map(|_, act, ctx| act.close_socket(ctx, 4205, "server shutting down")),
-        );
+        // Pings, the idle check and the shutdown signal come from this thread's ticker.
+        self.ticker_slot = Some(ticker::register(
+            ctx.address(),
+            self.shared.ping_interval,
+            &self.shared.shutdown,
+        ));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(slot) = self.ticker_slot.take() {
+            ticker::unregister(slot);
+        }
         self.shared.metrics.connections_open.dec();
         for (_, slot) in self.docs.drain() {
             if let Slot::Open { doc, key, .. } = slot {
@@ -388,6 +391,16 @@ impl Handler<Outbound> for SessionActor {
             .with_label_values(&["out"])
             .inc_by(msg.frame.len() as u64);
         ctx.binary(msg.frame);
+    }
+}
+
+impl Handler<ticker::Heartbeat> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ticker::Heartbeat, ctx: &mut Self::Context) {
+        if !self.closing {
+            self.heartbeat(ctx);
+        }
     }
 }
 
