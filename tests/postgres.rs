@@ -56,7 +56,7 @@ async fn stale_fencing_token_is_refused() {
     store
         .append(&[zedi_sync::store::AppendItem {
             name: "fenced".into(),
-            update: contract::text_update(1, "new").into(),
+            update: contract::text_update(1, "new"),
         }])
         .await
         .unwrap();
@@ -64,7 +64,7 @@ async fn stale_fencing_token_is_refused() {
     store
         .append(&[zedi_sync::store::AppendItem {
             name: "fenced".into(),
-            update: contract::text_update(2, "later").into(),
+            update: contract::text_update(2, "later"),
         }])
         .await
         .unwrap();

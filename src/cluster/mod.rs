@@ -492,7 +492,7 @@ impl Handler<DropLease> for ClusterActor {
     type Result = ();
 
     fn handle(&mut self, msg: DropLease, _: &mut Self::Context) {
-        if !self.leases.get(&msg.doc).is_some_and(|l| l.id == msg.id) {
+        if self.leases.get(&msg.doc).is_none_or(|l| l.id != msg.id) {
             return;
         }
         let Some(lease) = self.leases.remove(&msg.doc) else {

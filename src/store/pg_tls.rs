@@ -3,6 +3,7 @@
 //! - `prefer` / `require`: encrypted, certificate not checked (libpq does the same);
 //! - `verify-ca`: the chain must lead to a trusted root, any host name;
 //! - `verify-full`: chain and host name, as a browser would.
+//!
 //! Roots come from `ssl_root_cert` (e.g. the RDS CA bundle) or, when empty, the webpki roots.
 
 use std::path::Path;
