@@ -34,8 +34,14 @@ use crate::http::AppState;
 use crate::limits::{ConnectionSlot, Refused, client_ip};
 use crate::session::SessionActor;
 
-/// Bytes read from the socket per system call. On the stack of the poll, never kept.
+/// Bytes read from the socket per system call, into a buffer of the worker thread's (one per
+/// thread, zeroed once: a fresh stack array per read would be zero-filled on every read).
 const READ_CHUNK: usize = 8 * 1024;
+
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 
 /// How long a closed session waits for the client to close its side before the socket is
 /// dropped (dropping it with unread input would reset the connection and could discard our
@@ -296,10 +302,15 @@ impl Stream for SocketInput {
             if let Err(e) = ready!(self.io.poll_read_ready(cx)) {
                 return Poll::Ready(Some(Err(PayloadError::Io(e))));
             }
-            let mut buf = [0u8; READ_CHUNK];
-            match self.io.try_read(&mut buf) {
-                Ok(0) => return Poll::Ready(None),
-                Ok(n) => return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&buf[..n])))),
+            let read = READ_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                self.io
+                    .try_read(&mut buf)
+                    .map(|n| Bytes::copy_from_slice(&buf[..n]))
+            });
+            match read {
+                Ok(chunk) if chunk.is_empty() => return Poll::Ready(None),
+                Ok(chunk) => return Poll::Ready(Some(Ok(chunk))),
                 // Readiness was stale; try_read cleared it, so the next poll registers again.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Some(Err(PayloadError::Io(e)))),

@@ -85,6 +85,18 @@ impl Conn {
         }
     }
 
+    /// Connects and completes the provider handshake, both bounded by `deadline`.
+    pub async fn open(
+        addr: SocketAddr,
+        url: &str,
+        doc: String,
+        deadline: Instant,
+    ) -> Result<Conn, String> {
+        let mut conn = Conn::connect(addr, url, doc, deadline).await?;
+        conn.handshake(deadline).await?;
+        Ok(conn)
+    }
+
     /// Sends one binary frame; waits (bounded) while the socket buffer is full.
     pub async fn send(&mut self, frame: Vec<u8>, deadline: Instant) -> Result<(), String> {
         match self.ws.send(WsMessage::Binary(frame.into())) {
@@ -255,26 +267,53 @@ pub async fn subscriber(
 ) -> SubResult {
     let mut r = SubResult::default();
     let t0 = Instant::now();
-    let mut conn = match Conn::connect(addr, &url, doc, setup_deadline).await {
-        Ok(c) => c,
+    let opened = Conn::open(addr, &url, doc, setup_deadline).await;
+    if let Some(tx) = ready {
+        let _ = tx.send(opened.is_ok());
+    }
+    let mut conn = match opened {
+        Ok(conn) => conn,
         Err(e) => {
-            if let Some(tx) = &ready {
-                let _ = tx.send(false);
-            }
             r.error = Some(e);
             return r;
         }
     };
-    let hs = conn.handshake(setup_deadline).await;
-    if let Some(tx) = ready {
-        let _ = tx.send(hs.is_ok());
-    }
-    if let Err(e) = hs {
-        r.error = Some(e);
-        return r;
-    }
     r.connected = true;
     r.handshake_us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    receive(
+        &mut conn,
+        &mut r,
+        epoch,
+        window_us,
+        end,
+        counter.as_deref(),
+        Count::Arrival,
+    )
+    .await;
+    conn.close();
+    r
+}
+
+/// Which deliveries a subscriber counts.
+#[derive(Clone, Copy)]
+pub enum Count {
+    /// Every update that arrives inside the window (throughput readers).
+    Arrival,
+    /// Updates whose stamp was written inside the window (fan-out).
+    Stamp,
+}
+
+/// A subscriber's receive loop until `end`: answers pings, counts deliveries, records the
+/// latency of every stamped update sent inside the window.
+pub async fn receive(
+    conn: &mut Conn,
+    r: &mut SubResult,
+    epoch: Instant,
+    window_us: (u64, u64),
+    end: Instant,
+    counter: Option<&std::sync::atomic::AtomicU64>,
+    count: Count,
+) {
     loop {
         let frame = match conn.frame(end).await {
             Ok(Some(f)) => f,
@@ -296,16 +335,19 @@ pub async fn subscriber(
                 message: Message::Sync(SyncMessage::Update(u)),
                 ..
             }) => {
-                if at >= window_us.0 && at < window_us.1 {
+                let stamp =
+                    find_stamp(u).filter(|sent| *sent >= window_us.0 && *sent < window_us.1);
+                let counted = match count {
+                    Count::Arrival => at >= window_us.0 && at < window_us.1,
+                    Count::Stamp => stamp.is_some(),
+                };
+                if counted {
                     r.deliveries += 1;
-                    if let Some(c) = &counter {
+                    if let Some(c) = counter {
                         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-                if let Some(sent) = find_stamp(u)
-                    && sent >= window_us.0
-                    && sent < window_us.1
-                {
+                if let Some(sent) = stamp {
                     r.latencies_us
                         .push(at.saturating_sub(sent).min(u32::MAX as u64) as u32);
                 }
@@ -320,6 +362,4 @@ pub async fn subscriber(
             _ => {}
         }
     }
-    conn.close();
-    r
 }

@@ -91,10 +91,7 @@ pub async fn ramp(t: Arc<Target>, a: RampArgs, run_id: &str) -> Value {
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
             let t0 = Instant::now();
-            let conn = match Conn::connect(t.addr, &t.url, doc, setup_deadline).await {
-                Ok(mut c) => c.handshake(setup_deadline).await.map(|()| c),
-                Err(e) => Err(e),
-            };
+            let conn = Conn::open(t.addr, &t.url, doc, setup_deadline).await;
             drop(permit);
             let mut conn = match conn {
                 Ok(c) => {
@@ -344,10 +341,7 @@ pub async fn fanout(
             // Hand-rolled subscriber: handshake under the gate, then receive in the window.
             let permit = gate.acquire_owned().await;
             let t0 = Instant::now();
-            let c = match Conn::connect(target.addr, &target.url, doc, setup_deadline).await {
-                Ok(mut c) => c.handshake(setup_deadline).await.map(|()| c),
-                Err(e) => Err(e),
-            };
+            let c = Conn::open(target.addr, &target.url, doc, setup_deadline).await;
             drop(permit);
             let _ = ready.send(c.is_ok());
             let mut r = SubResult::default();
@@ -369,43 +363,16 @@ pub async fn fanout(
                 conn.close();
                 return r;
             };
-            loop {
-                let frame = match conn.frame(end).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => {
-                        r.error = Some(e);
-                        break;
-                    }
-                };
-                let at = aconn::now_us(epoch);
-                match decode(&frame) {
-                    Ok(Packet::Ping) => {
-                        let _ = conn.send(PONG_FRAME.to_vec(), end).await;
-                    }
-                    Ok(Packet::Message {
-                        message: Message::Sync(SyncMessage::Update(u)),
-                        ..
-                    }) => {
-                        if let Some(sent) = aconn::find_stamp(u)
-                            && sent >= window_us.0
-                            && sent < window_us.1
-                        {
-                            r.deliveries += 1;
-                            r.latencies_us
-                                .push(at.saturating_sub(sent).min(u32::MAX as u64) as u32);
-                        }
-                    }
-                    Ok(Packet::Message {
-                        message: Message::Close(reason),
-                        ..
-                    }) => {
-                        r.error = Some(format!("document closed: {reason:?}"));
-                        break;
-                    }
-                    _ => {}
-                }
-            }
+            aconn::receive(
+                &mut conn,
+                &mut r,
+                epoch,
+                window_us,
+                end,
+                None,
+                aconn::Count::Stamp,
+            )
+            .await;
             conn.close();
             r
         }));
