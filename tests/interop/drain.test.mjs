@@ -12,6 +12,7 @@ import {
   createProvider,
   freePort,
   sleep,
+  splice,
   startPostgres,
   startRedis,
   startServer,
@@ -50,18 +51,7 @@ async function startBalancer(backends) {
       client.destroy();
       return;
     }
-    const upstream = net.connect(target.port, '127.0.0.1');
-    sockets.add(upstream);
-    upstream.on('close', () => {
-      sockets.delete(upstream);
-      client.destroy();
-    });
-    client.on('close', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    client.on('error', () => upstream.destroy());
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.resume();
+    splice(client, target.port, sockets);
   });
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {

@@ -812,6 +812,26 @@ const PG_SCRIPT = path.resolve(HERE, '../../scripts/pg-cluster.sh');
  * A throwaway PostgreSQL (scripts/pg-cluster.sh) in its own temp dir. Returns
  * `{ url, stop(), restart(), destroy() }`; `destroy` also removes the folder.
  */
+/**
+ * Joins a paused client socket to a new connection to 127.0.0.1:`port` in both directions (the
+ * load balancers of the drain test and the soak run); either side closing closes the other.
+ * Both sockets are kept in `sockets` while open, so their owner can destroy them at the end.
+ */
+export function splice(client, port, sockets) {
+  const upstream = net.connect(port, '127.0.0.1');
+  sockets.add(upstream);
+  upstream.on('close', () => {
+    sockets.delete(upstream);
+    client.destroy();
+  });
+  client.on('close', () => upstream.destroy());
+  upstream.on('error', () => client.destroy());
+  client.on('error', () => upstream.destroy());
+  client.pipe(upstream);
+  upstream.pipe(client);
+  client.resume();
+}
+
 export function startPostgres() {
   const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'zedi-pg-'));
   fs.chmodSync(parent, 0o755); // the server runs as the postgres user, which must reach it

@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { HocuspocusProvider, WebSocket, Y, freePort, sleep } from '../interop/harness.mjs';
+import { HocuspocusProvider, WebSocket, Y, freePort, sleep, splice } from '../interop/harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
@@ -411,18 +411,7 @@ async function startBalancer(nodes) {
     const key = client.remotePort;
     portToNode.set(key, target.id);
     client.on('close', () => setTimeout(() => portToNode.delete(key), 60_000).unref());
-    const upstream = net.connect(target.port, '127.0.0.1');
-    sockets.add(upstream);
-    upstream.on('close', () => {
-      sockets.delete(upstream);
-      client.destroy();
-    });
-    client.on('close', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    client.on('error', () => upstream.destroy());
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.resume();
+    splice(client, target.port, sockets);
   });
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {
