@@ -380,3 +380,13 @@ impl Client {
         None
     }
 }
+
+impl Daemon {
+    /// Process id of the running daemon (for tools that read its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("daemon is running")
+    }
+}

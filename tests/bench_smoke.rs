@@ -1,0 +1,127 @@
+//! The benchmark tooling itself: `zedi-bench` runs each scenario briefly against the real daemon
+//! and reports sane figures, and `ops/bench/report.py` turns its JSON lines into the tables.
+//! Figures are not judged here (benchmarks measure, tests do not time), only that the tools work.
+
+mod common;
+
+use std::process::Command;
+
+use common::Daemon;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_zedi-bench");
+
+fn run_bench(daemon: &Daemon, out: &std::path::Path, args: &[&str]) {
+    let url = format!("ws://127.0.0.1:{}", daemon.port);
+    let pid = daemon.pid().to_string();
+    let status = Command::new(BENCH)
+        .args(["--url", &url, "--server-pid", &pid, "--out"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run zedi-bench");
+    assert!(
+        status.status.success(),
+        "zedi-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+#[test]
+fn zedi_bench_runs_every_scenario_and_report_py_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let out = dir.path().join("results.jsonl");
+    run_bench(
+        &daemon,
+        &out,
+        &[
+            "--writers",
+            "1",
+            "--readers",
+            "2",
+            "--in-flight",
+            "4",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    run_bench(
+        &daemon,
+        &out,
+        &[
+            "--scenario",
+            "fanout",
+            "--documents",
+            "2",
+            "--subscribers",
+            "2",
+            "--rate",
+            "5",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    run_bench(
+        &daemon,
+        &out,
+        &[
+            "--scenario",
+            "ramp",
+            "--connections",
+            "20",
+            "--documents",
+            "2",
+            "--hold",
+            "0",
+        ],
+    );
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let scenario = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["scenario"] == name)
+            .unwrap_or_else(|| panic!("no {name} line in {lines:?}"))
+            .clone()
+    };
+    assert!(
+        lines.iter().any(|l| l.get("machine").is_some()),
+        "machine line"
+    );
+    let t = scenario("throughput");
+    assert_eq!(t["errors"], 0, "{t}");
+    assert!(t["acked"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(t["readers_connected"], 2, "{t}");
+    assert!(t["reader_deliveries"].as_u64().unwrap() > 0, "{t}");
+    let f = scenario("fanout");
+    assert_eq!(f["errors"], 0, "{f}");
+    assert!(f["deliveries"].as_u64().unwrap() > 0, "{f}");
+    assert!(f["p99_ms"].as_f64().is_some(), "{f}");
+    let r = scenario("ramp");
+    assert_eq!(r["synced"], 20, "{r}");
+    assert!(r["server_rss_after_kb"].as_u64().unwrap() > 0, "{r}");
+
+    let report = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench/report.py"))
+        .arg(&out)
+        .output()
+        .expect("run report.py");
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let text = String::from_utf8_lossy(&report.stdout);
+    for heading in ["throughput (", "fanout (", "ramp (", "per server"] {
+        assert!(text.contains(heading), "report lacks {heading:?}:\n{text}");
+    }
+    assert!(text.contains("embedded"), "{text}");
+}
