@@ -390,3 +390,53 @@ impl Daemon {
             .expect("daemon is running")
     }
 }
+
+impl Daemon {
+    /// How the daemon process ended, if it has (a crash shows as a signal), without waiting:
+    /// tests of hostile input report "killed by SIGSEGV" instead of a bare connection error.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+}
+
+impl Client {
+    /// Like `recv`, but a connection that breaks (the daemon died) is an `Err` rather than a
+    /// panic, so the caller can find out and say why.
+    pub fn try_recv(&mut self, timeout: Duration) -> Result<Received, String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(WsMessage::Binary(b)) if b.as_ref() == protocol::PING_FRAME => continue,
+                Ok(WsMessage::Binary(b)) => return Ok(Received::Frame(b.to_vec())),
+                Ok(WsMessage::Close(frame)) => {
+                    return Ok(Received::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(Received::Closed(None));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(Received::TimedOut)
+    }
+
+    /// Sends a frame, reporting a broken connection instead of panicking.
+    pub fn try_send(&mut self, address: &str, message: Message<'_>) -> Result<(), String> {
+        self.ws
+            .send(WsMessage::Binary(
+                protocol::encode(address, &message).into(),
+            ))
+            .map_err(|e| e.to_string())
+    }
+}
