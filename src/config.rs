@@ -250,6 +250,13 @@ pub struct Limits {
     pub max_bytes_per_sec: u64,
     pub max_outbound_bytes: usize,
     pub max_document_bytes: usize,
+    /// How deep shared types (and values inside them) may nest; deeper updates are refused
+    /// before yrs sees them (yrs recurses per level).
+    pub max_nesting_depth: u32,
+    /// Bytes of updates one document may hold waiting for missing predecessors.
+    pub max_pending_bytes: usize,
+    /// Updates refused on one socket before the socket itself is closed (4205).
+    pub max_refused_updates: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -421,6 +428,15 @@ impl Settings {
                 "limits.max_outbound_bytes",
                 "must be at least limits.max_frame_bytes",
             ));
+        }
+        if self.limits.max_nesting_depth == 0 || self.limits.max_nesting_depth > 1024 {
+            return Err(invalid(
+                "limits.max_nesting_depth",
+                "must be between 1 and 1024 (yrs recurses once per level)",
+            ));
+        }
+        if self.limits.max_refused_updates == 0 {
+            return Err(invalid("limits.max_refused_updates", "must be > 0"));
         }
         if self.limits.max_document_bytes == 0 {
             return Err(invalid("limits.max_document_bytes", "must be > 0"));

@@ -3,6 +3,7 @@
 //! Layout, from the wire inwards:
 //! - [`protocol`]: frame encode/decode, pure functions;
 //! - [`awareness`]: the y-protocols awareness table, pure;
+//! - [`firewall`]: the validator every client Yjs update passes before yrs sees it, pure;
 //! - [`session`]: one actor per WebSocket;
 //! - [`document`]: one actor per open document, owning its `yrs::Doc` (rules in `DocumentState`);
 //! - [`registry`]: name → document actor, race-free against unloading;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod document;
 #[cfg(feature = "server")]
 pub mod drain;
+pub mod firewall;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

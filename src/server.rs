@@ -12,7 +12,7 @@ use actix_web::{App, web};
 use crate::auth::Authorizer;
 use crate::cloudwatch::CloudWatchActor;
 use crate::config::{AuthMode, Settings, StoreKind};
-use crate::document::DocumentConfig;
+use crate::document::{DocumentConfig, DocumentLimits};
 use crate::drain::{DrainState, Drainer, wait_for_signal};
 use crate::http::{self, AppState};
 use crate::limits::{ConnectionLimiter, parse_cidrs};
@@ -91,6 +91,12 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         DocumentConfig {
             max_outbound_bytes: settings.limits.max_outbound_bytes,
             max_document_bytes: settings.limits.max_document_bytes,
+            limits: DocumentLimits {
+                firewall: crate::firewall::Limits {
+                    max_nesting_depth: settings.limits.max_nesting_depth,
+                },
+                max_pending_bytes: settings.limits.max_pending_bytes,
+            },
             unload_grace: Duration::from_millis(settings.documents.unload_grace_ms),
             load_timeout: Duration::from_millis(settings.documents.load_timeout_ms),
             awareness_timeout: Duration::from_millis(settings.documents.awareness_timeout_ms),

@@ -3,21 +3,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{ConnKey, DocError, DocumentState};
+use super::{ConnKey, DocError, DocumentLimits, DocumentState};
+use crate::awareness::Owner;
 use crate::cluster::relay::RelayKind;
 use crate::cluster::{Cluster, DropLease};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
 use crate::protocol::{Message, SyncMessage};
 use crate::registry::Registry;
-use crate::session::{CloseSocket, SessionActor};
+use crate::session::{CloseSocket, SessionActor, UpdateRefused};
 use crate::store::AppendItem;
 
 /// Document-actor tunables, from `[documents]` and `[store]`.
@@ -27,6 +28,8 @@ pub struct DocumentConfig {
     pub max_outbound_bytes: usize,
     /// Largest encoded document; growth past it is refused.
     pub max_document_bytes: usize,
+    /// Nesting and pending bounds applied to every update (see [`DocumentLimits`]).
+    pub limits: DocumentLimits,
     pub unload_grace: Duration,
     /// How long a load keeps retrying a failing store before the document is declared
     /// unavailable (sessions then get a CLOSE for it).
@@ -98,10 +101,24 @@ pub(super) struct Conn {
     pub(super) session: Addr<SessionActor>,
     read_only: bool,
     pub(super) outbound: Arc<AtomicUsize>,
-    /// Awareness client ids this attachment introduced, removed when it leaves. Usually one;
-    /// a `Vec` costs nothing until the first and stays small.
+    /// Awareness client ids this attachment introduced, removed when it leaves if it still
+    /// owns them. Usually one; a `Vec` costs nothing until the first and stays small.
     awareness_ids: Vec<u64>,
+    /// This attachment as an awareness owner: [`Owner::Connection`] of this number.
+    awareness_owner: u64,
+    /// Client ids whose refused entries (owned by another connection) were logged for this
+    /// attachment: one warning per id, not one per frame, and at most
+    /// [`MAX_REFUSALS_LOGGED`] ids, so a flood cannot grow it; the metric counts every one.
+    refusals_logged: Vec<u64>,
 }
+
+/// Awareness owner numbers, unique in the process (ConnKeys are per socket and address; a
+/// number is cheaper to compare and store in the awareness table).
+static NEXT_AWARENESS_OWNER: AtomicU64 = AtomicU64::new(1);
+
+/// Distinct client ids one attachment's refusals are logged for; past it, one last line says
+/// that further ones are only counted.
+const MAX_REFUSALS_LOGGED: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -129,6 +146,8 @@ pub struct DocumentActor {
     /// update applied since (deletions only make it smaller). Measured again only when it nears
     /// the limit, so the common case costs nothing.
     pub(super) approx_bytes: usize,
+    /// `approx_bytes` when it was last measured by encoding the document.
+    pub(super) measured_bytes: usize,
     /// Fencing token for compaction: the store's (single node) or the lease's (cluster).
     pub(super) fence: u64,
     /// Whether this node may compact: always on a single node, the lease holder in a cluster.
@@ -169,7 +188,7 @@ impl DocumentActor {
         DocumentActor {
             name,
             id,
-            state: DocumentState::new(),
+            state: DocumentState::with_limits(config.limits),
             conns: HashMap::new(),
             phase: Phase::Loading,
             persistence,
@@ -179,6 +198,7 @@ impl DocumentActor {
             inflight: 0,
             log_len: 0,
             approx_bytes: 0,
+            measured_bytes: 0,
             fence: 0,
             owner: false,
             cluster,
@@ -199,26 +219,66 @@ impl DocumentActor {
         if self.approx_bytes + incoming <= limit {
             return true;
         }
+        // Measuring means encoding the whole document: only once it has grown by a sixteenth
+        // of the limit since the last measurement, so a client sending update after update
+        // at a full document cannot make each one cost a full encode.
+        if self.approx_bytes.saturating_sub(self.measured_bytes) < limit / 16 {
+            return false;
+        }
         // A document that cannot even be encoded takes no more growth.
         self.approx_bytes = self
             .state
             .encode_state()
             .map_or(usize::MAX / 2, |s| s.len());
+        self.measured_bytes = self.approx_bytes;
         self.approx_bytes + incoming <= limit
     }
 
-    /// A protocol error of one attachment closes that socket (4205, as Hocuspocus does for an
-    /// error while handling a message); the document and everyone else carry on.
-    fn reject(&mut self, key: &ConnKey, error: &DocError) {
+    /// An update (or state vector) this document will not take: answered `SyncStatus(0)` on
+    /// that connection, which is then detached from this document only (its session closes
+    /// the document with a CLOSE frame, or the socket if it keeps doing this). The document,
+    /// the store and every other connection never see it.
+    fn refuse_update(&mut self, key: &ConnKey, error: &DocError) {
         self.metrics.protocol_error(error.kind());
-        tracing::warn!(document = %self.name, session = key.session, %error, "closing connection after bad input");
+        tracing::warn!(document = %self.name, session = key.session, %error, "update refused");
+        if !matches!(
+            error,
+            DocError::RefusedStateVector(_) | DocError::BadStateVector
+        ) {
+            self.send_to(key, &Message::SyncStatus(false));
+        }
         if let Some(conn) = self.conns.get(key) {
-            conn.session.do_send(CloseSocket {
-                code: 4205,
-                reason: format!("{error}"),
+            conn.session.do_send(UpdateRefused {
+                address: Arc::clone(&key.address),
+                reason: error.to_string(),
             });
         }
         self.detach(key);
+    }
+
+    /// yrs failed on input the firewall passed: a bug of ours or of yrs, and the in-memory
+    /// document can no longer be trusted. The store never saw the update, so the document is
+    /// reloaded from it, which closes every connection (4205; providers reconnect and resync).
+    /// A client that found such a bug could repeat it at will, so a document reloads at most
+    /// once per `RELOAD_INTERVAL`; within it only the offending connection is closed.
+    pub(super) fn internal_fault(&mut self, key: Option<&ConnKey>, ctx: &mut Context<Self>) {
+        self.metrics.protocol_error(DocError::Poisoned.kind());
+        if super::reloads::may_reload(&self.name) {
+            tracing::error!(document = %self.name, session = key.map(|k| k.session), "yrs failed on a checked update; reloading the document from the store");
+            self.close_all("document reloaded after an internal error");
+            ctx.stop();
+            return;
+        }
+        tracing::error!(document = %self.name, session = key.map(|k| k.session), "yrs failed on a checked update again; closing only the sender (reload rate-limited)");
+        if let Some(key) = key {
+            if let Some(conn) = self.conns.get(key) {
+                conn.session.do_send(CloseSocket {
+                    code: 4205,
+                    reason: "internal error".into(),
+                });
+            }
+            self.detach(key);
+        }
     }
 
     fn handle_update(&mut self, key: ConnKey, update: Bytes, ctx: &mut Context<Self>) {
@@ -229,7 +289,7 @@ impl DocumentActor {
             // Hocuspocus acks what is already known (the handshake) and refuses the rest.
             let known = match self.state.contains_update(&update) {
                 Ok(known) => known,
-                Err(e) => return self.reject(&key, &e),
+                Err(e) => return self.refuse_update(&key, &e),
             };
             self.send_to(&key, &Message::SyncStatus(known));
             return;
@@ -265,14 +325,8 @@ impl DocumentActor {
         let started = Instant::now();
         let applied = match self.state.apply_update(&update) {
             Ok(applied) => applied,
-            Err(DocError::Poisoned) => {
-                self.metrics.protocol_error(DocError::Poisoned.kind());
-                tracing::error!(document = %self.name, session = key.session, "update broke the document; reloading from the store");
-                self.close_all("document reloaded after a bad update");
-                ctx.stop();
-                return;
-            }
-            Err(e) => return self.reject(&key, &e),
+            Err(DocError::Poisoned) => return self.internal_fault(Some(&key), ctx),
+            Err(e) => return self.refuse_update(&key, &e),
         };
         self.metrics
             .update_apply_seconds
@@ -315,15 +369,33 @@ impl DocumentActor {
                 return;
             }
         };
-        let changes = self.state.awareness.apply(&entries, now_ms());
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let owner = Owner::Connection(conn.awareness_owner);
+        let changes = self.state.awareness.apply(owner, &entries, now_ms());
+        // Entries for another connection's client (here or on another node) are dropped; the
+        // rest of the frame stands. Not a reason to close: a provider that reconnected while
+        // its old socket is still attached sends such entries until that one goes away.
+        for id in &changes.refused {
+            self.metrics.protocol_error("awareness_not_owner");
+            let logged = &mut conn.refusals_logged;
+            if logged.contains(id) || logged.len() > MAX_REFUSALS_LOGGED {
+                continue;
+            }
+            logged.push(*id);
+            if logged.len() > MAX_REFUSALS_LOGGED {
+                tracing::warn!(document = %self.name, session = key.session, "more awareness entries for other connections' clients refused; no longer logged for this connection");
+            } else {
+                tracing::warn!(document = %self.name, session = key.session, client_id = id, "awareness entry refused: the client id belongs to another connection");
+            }
+        }
         if changes.is_empty() {
             return;
         }
-        if let Some(conn) = self.conns.get_mut(&key) {
-            for id in changes.added.iter().chain(changes.updated.iter()) {
-                if !conn.awareness_ids.contains(id) {
-                    conn.awareness_ids.push(*id);
-                }
+        for id in changes.added.iter().chain(changes.updated.iter()) {
+            if !conn.awareness_ids.contains(id) {
+                conn.awareness_ids.push(*id);
             }
         }
         let encoded = self.state.awareness.encode(&changes.all());
@@ -332,12 +404,16 @@ impl DocumentActor {
         self.publish(RelayKind::Awareness, Bytes::from(encoded));
     }
 
-    /// Removes an attachment and what it introduced into awareness.
+    /// Removes an attachment and the awareness clients it still owns.
     pub(super) fn detach(&mut self, key: &ConnKey) {
         let Some(conn) = self.conns.remove(key) else {
             return;
         };
-        let removed = self.state.awareness.remove(conn.awareness_ids, now_ms());
+        let removed = self.state.awareness.remove(
+            Owner::Connection(conn.awareness_owner),
+            conn.awareness_ids,
+            now_ms(),
+        );
         if !removed.is_empty() {
             let encoded = self.state.awareness.encode(&removed);
             self.broadcast(&Message::Awareness(&encoded), None);
@@ -397,6 +473,8 @@ impl Handler<Join> for DocumentActor {
                 read_only: join.read_only,
                 outbound: join.outbound,
                 awareness_ids: Vec::new(),
+                awareness_owner: NEXT_AWARENESS_OWNER.fetch_add(1, Ordering::Relaxed),
+                refusals_logged: Vec::new(),
             },
         );
         if let Some(states) = self.state.awareness.encode_live() {
@@ -420,7 +498,7 @@ impl Handler<FromSession> for DocumentActor {
                     self.send_to(&key, &Message::Sync(SyncMessage::Step1(&server_sv)));
                     self.send_to(&key, &Message::Sync(SyncMessage::Step2(&diff)));
                 }
-                Err(e) => self.reject(&key, &e),
+                Err(e) => self.refuse_update(&key, &e),
             },
             SessionInput::Update(update) => self.handle_update(key, update, ctx),
             SessionInput::Awareness(payload) => self.handle_awareness(key, &payload),

@@ -63,13 +63,14 @@ impl DocumentActor {
             .into_actor(self)
             .map(|(result, tip), act, ctx| match result {
                 Ok((stored, fence)) => {
-                    let (state, skipped) = DocumentState::restore(&stored);
+                    let (state, skipped) = DocumentState::restore(&stored, act.config.limits);
                     if skipped > 0 {
                         act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
                         tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
                     }
                     act.state = state;
                     act.approx_bytes = act.state.encode_state().map_or(0, |s| s.len());
+                    act.measured_bytes = act.approx_bytes;
                     act.log_len = stored.updates.len() as u64;
                     act.phase = Phase::Ready;
                     match act.cluster.clone() {

@@ -8,6 +8,8 @@ mod lifecycle;
 #[cfg(feature = "server")]
 mod outbound;
 #[cfg(feature = "server")]
+mod reloads;
+#[cfg(feature = "server")]
 mod replication;
 mod state;
 
@@ -15,7 +17,7 @@ mod state;
 pub use actor::{
     DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
 };
-pub use state::{Applied, DocError, DocumentState};
+pub use state::{Applied, DocError, DocumentLimits, DocumentState};
 
 use std::sync::Arc;
 

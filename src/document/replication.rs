@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::actor::DocumentActor;
 use super::{DocError, DocumentState};
+use crate::awareness::Owner;
 use crate::cluster::LeaseChanged;
 use crate::cluster::relay::{CatchUp, RelayKind, RemoteEntry};
 use crate::protocol::Message;
@@ -35,11 +36,7 @@ impl DocumentActor {
                     self.queue_update_broadcast(changes, ctx);
                 }
             }
-            Err(DocError::Poisoned) => {
-                tracing::error!(document = %self.name, "a relayed update broke the document; reloading from the store");
-                self.close_all("document reloaded after a bad update");
-                ctx.stop();
-            }
+            Err(DocError::Poisoned) => self.internal_fault(None, ctx),
             Err(error) => {
                 self.metrics.protocol_error("bad_relay_update");
                 tracing::warn!(document = %self.name, %error, "ignoring an undecodable relayed update");
@@ -56,7 +53,16 @@ impl Handler<RemoteEntry> for DocumentActor {
             RelayKind::Update => self.apply_foreign_update(&entry.payload, ctx),
             RelayKind::Awareness => match crate::awareness::decode_update(&entry.payload) {
                 Ok(entries) => {
-                    let changes = self.state.awareness.apply(&entries, super::actor::now_ms());
+                    let now = super::actor::now_ms();
+                    let changes = self.state.awareness.apply(Owner::Remote, &entries, now);
+                    // Another node's client claiming an id a local connection owns: that node
+                    // did not know (a race, or a provider that moved nodes while its old socket
+                    // here is still open). Counted; logged quietly, as no local connection is
+                    // to blame and it ends when either side releases the id.
+                    for id in &changes.refused {
+                        self.metrics.protocol_error("awareness_not_owner");
+                        tracing::debug!(document = %self.name, client_id = id, "relayed awareness entry refused: the client id belongs to a local connection");
+                    }
                     if !changes.is_empty() {
                         let encoded = self.state.awareness.encode(&changes.all());
                         self.broadcast(&Message::Awareness(&encoded), None);
@@ -83,7 +89,7 @@ impl Handler<CatchUp> for DocumentActor {
         let name = Arc::clone(&self.name);
         ctx.spawn(async move { store.load(&name).await }.into_actor(self).map(|result, act, ctx| match result {
             Ok(stored) => {
-                let (fresh, _) = DocumentState::restore(&stored);
+                let (fresh, _) = DocumentState::restore(&stored, act.config.limits);
                 match fresh.encode_state() {
                     Ok(everything) => act.apply_foreign_update(&everything, ctx),
                     Err(error) => tracing::error!(document = %act.name, %error, "stored document cannot be encoded; catch-up skipped"),

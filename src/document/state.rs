@@ -1,18 +1,29 @@
 //! The content of one document and the sync rules applied to it, free of actors and sockets
 //! (the y-sweet shape): the actor decides *when*, this decides *what*.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, ID, NestingLookup, ReadTxn, StateVector, Store, Transact, Update};
 
 use crate::awareness::AwarenessTable;
+use crate::firewall::{self, Placement, Refusal, Tree};
 #[cfg(feature = "server")]
 use crate::store::StoredDocument;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DocError {
+    /// The firewall refused it: yrs never saw it and the document is untouched.
+    #[error("invalid update: {0}")]
+    Refused(Refusal),
+    #[error("invalid state vector: {0}")]
+    RefusedStateVector(Refusal),
+    /// Too much is already waiting for missing predecessors; each pending update costs work in
+    /// proportion to what is pending, so that is bounded.
+    #[error("too many pending updates ({0} bytes waiting for missing predecessors)")]
+    TooMuchPending(usize),
     #[error("undecodable state vector")]
     BadStateVector,
     #[error("undecodable Yjs update: {0}")]
@@ -26,6 +37,8 @@ pub enum DocError {
 impl DocError {
     pub fn kind(&self) -> &'static str {
         match self {
+            DocError::Refused(_) | DocError::RefusedStateVector(_) => "invalid_update",
+            DocError::TooMuchPending(_) => "pending_limit",
             DocError::BadStateVector => "bad_state_vector",
             DocError::BadUpdate(_) => "bad_update",
             DocError::Poisoned => "poisoned_update",
@@ -47,9 +60,55 @@ pub struct Applied {
 /// Bytes of an update that changes nothing: no structs, empty delete set.
 const EMPTY_UPDATE: [u8; 2] = [0, 0];
 
+/// Limits on what clients can make one document hold.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentLimits {
+    pub firewall: firewall::Limits,
+    /// Bytes of updates that may wait for missing predecessors at once.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for DocumentLimits {
+    fn default() -> Self {
+        DocumentLimits {
+            firewall: firewall::Limits::default(),
+            max_pending_bytes: 1 << 20,
+        }
+    }
+}
+
 pub struct DocumentState {
     doc: Doc,
     pub awareness: AwarenessTable,
+    limits: DocumentLimits,
+    /// Bytes of the updates left pending since the document last had nothing pending (an
+    /// estimate of what yrs holds pending; yrs does not tell without re-encoding it).
+    pending_bytes: usize,
+}
+
+/// The document as the firewall sees it: where ids an update refers to already sit.
+struct StoreTree<'a> {
+    store: &'a Store,
+    cap: u32,
+    cache: HashMap<usize, u32>,
+}
+
+impl Tree for StoreTree<'_> {
+    fn placement(&mut self, id: firewall::Id) -> Placement {
+        // The firewall only passes ids below 2^53, which `ClientID::new` represents exactly.
+        let id = ID::new(ClientID::new(id.client), id.clock);
+        match self.store.nesting_of(&id, self.cap, &mut self.cache) {
+            NestingLookup::Missing => Placement::Missing,
+            NestingLookup::Collected => Placement::Collected,
+            NestingLookup::Item {
+                parent_depth,
+                is_type,
+            } => Placement::Item {
+                parent_depth,
+                is_type,
+            },
+        }
+    }
 }
 
 impl Default for DocumentState {
@@ -60,18 +119,24 @@ impl Default for DocumentState {
 
 impl DocumentState {
     pub fn new() -> Self {
+        Self::with_limits(DocumentLimits::default())
+    }
+
+    pub fn with_limits(limits: DocumentLimits) -> Self {
         // skip_gc stays off: the server keeps the document as small as the clients' view.
         DocumentState {
             doc: Doc::new(),
             awareness: AwarenessTable::new(),
+            limits,
+            pending_bytes: 0,
         }
     }
 
     /// Rebuilds a document from what the store returned. An entry that cannot be applied is
     /// skipped and counted rather than making the whole document unloadable.
     #[cfg(feature = "server")]
-    pub fn restore(stored: &StoredDocument) -> (Self, usize) {
-        let mut state = Self::new();
+    pub fn restore(stored: &StoredDocument, limits: DocumentLimits) -> (Self, usize) {
+        let mut state = Self::with_limits(limits);
         let mut skipped = 0;
         for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
             if state.apply_update(bytes).is_err() {
@@ -87,6 +152,7 @@ impl DocumentState {
         &self,
         client_state_vector: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), DocError> {
+        firewall::check_state_vector(client_state_vector).map_err(DocError::RefusedStateVector)?;
         let sv = catch_unwind(|| StateVector::decode_v1(client_state_vector))
             .map_err(|_| DocError::BadStateVector)?
             .map_err(|_| DocError::BadStateVector)?;
@@ -107,10 +173,37 @@ impl DocumentState {
             .map_err(|e| DocError::BadUpdate(e.to_string()))
     }
 
-    /// Applies a Yjs v1 update. Decoding happens first and alone, so a malformed update never
-    /// touches the document.
+    /// The firewall, against this document: nothing reaches yrs before this passed.
+    fn check(&self, update: &[u8]) -> Result<(), DocError> {
+        let txn = self.doc.transact();
+        let mut tree = StoreTree {
+            store: txn.store(),
+            // One past the limit, so "deeper than allowed" is still visible after saturating.
+            cap: self.limits.firewall.max_nesting_depth.saturating_add(1),
+            cache: HashMap::new(),
+        };
+        firewall::check_update(update, &self.limits.firewall, &mut tree).map_err(DocError::Refused)
+    }
+
+    fn has_pending(&self) -> bool {
+        let txn = self.doc.transact();
+        txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
+    }
+
+    /// Applies a Yjs v1 update. The firewall and decoding happen first and alone, so a refused
+    /// or malformed update never touches the document.
+    ///
+    /// Cost is in proportion to the update (plus what is pending, which is bounded): nothing
+    /// here re-encodes the whole document.
     pub fn apply_update(&mut self, update: &[u8]) -> Result<Applied, DocError> {
+        self.check(update)?;
         let decoded = Self::decode(update)?;
+        if self.pending_bytes > 0 && self.has_pending() {
+            let waiting = self.pending_bytes.saturating_add(update.len());
+            if waiting > self.limits.max_pending_bytes {
+                return Err(DocError::TooMuchPending(self.pending_bytes));
+            }
+        }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut();
             txn.apply_update(decoded)
@@ -122,13 +215,19 @@ impl DocumentState {
         }))
         .map_err(|_| DocError::Poisoned)??;
         let (changes, pending) = outcome;
-        // An update that leaves something pending must still let the document be encoded
-        // (yrs merges pending updates when encoding, and can panic doing so on crafted input).
-        // Found by fuzzing: refusing it here keeps it out of the store, so a reload is clean.
-        if pending && self.encode_state().is_err() {
+        self.pending_bytes = if pending {
+            self.pending_bytes.saturating_add(update.len())
+        } else {
+            0
+        };
+        let changed = changes != EMPTY_UPDATE;
+        // What yrs made of an accepted update is what late joiners and other clients will
+        // read: it must pass the same encoding checks. It always should (the input was
+        // canonical); if it does not, yrs has a bug, the in-memory document is suspect, and the
+        // update is neither acknowledged, stored nor broadcast.
+        if changed && firewall::check_encoding(&changes, &self.limits.firewall).is_err() {
             return Err(DocError::Poisoned);
         }
-        let changed = changes != EMPTY_UPDATE;
         Ok(Applied {
             broadcast: changed.then_some(changes),
             store: changed || pending,
@@ -138,6 +237,7 @@ impl DocumentState {
     /// For a read-only connection: true when the update holds nothing the document lacks (the
     /// provider's handshake SyncStep2 usually), which is acknowledged rather than refused.
     pub fn contains_update(&self, update: &[u8]) -> Result<bool, DocError> {
+        self.check(update)?;
         let decoded = Self::decode(update)?;
         catch_unwind(AssertUnwindSafe(|| {
             let txn = self.doc.transact();
@@ -153,6 +253,8 @@ impl DocumentState {
 
     /// The whole document as one Yjs v1 update.
     pub fn encode_state(&self) -> Result<Vec<u8>, DocError> {
+        #[cfg(test)]
+        tests::FULL_ENCODES.with(|n| n.set(n.get() + 1));
         catch_unwind(AssertUnwindSafe(|| {
             self.doc
                 .transact()
@@ -176,9 +278,14 @@ impl DocumentState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use yrs::{GetString, Text};
+
+    thread_local! {
+        /// Whole-document encodings on this thread (tests run one per thread).
+        pub static FULL_ENCODES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 
     fn edit(client: u64, base: Option<&[u8]>, text: &str, at: u32) -> (Doc, Vec<u8>) {
         let doc = Doc::with_client_id(client);
@@ -265,14 +372,14 @@ mod tests {
             &update[..update.len() - 3],
         ] {
             assert!(
-                matches!(state.apply_update(garbage), Err(DocError::BadUpdate(_))),
+                matches!(state.apply_update(garbage), Err(DocError::Refused(_))),
                 "{garbage:?}"
             );
         }
         assert_eq!(text(&state), "keep");
         assert_eq!(
             state.sync_step1_reply(&[0xff]),
-            Err(DocError::BadStateVector)
+            Err(DocError::RefusedStateVector(Refusal::Truncated { at: 1 }))
         );
     }
 
@@ -312,6 +419,67 @@ mod tests {
         assert!(!state.contains_update(&newer).unwrap());
     }
 
+    #[test]
+    fn nesting_counts_what_the_document_already_holds() {
+        use crate::firewall::tests::nested_maps;
+        let mut state = DocumentState::new();
+        state.apply_update(&nested_maps(5, 0, 200, None)).unwrap();
+        // 56 more levels under the innermost map reach the limit exactly...
+        state
+            .apply_update(&nested_maps(6, 0, 56, Some((5, 199))))
+            .unwrap();
+        // ...one more under it is refused, and so is a long chain in small steps.
+        let err = state
+            .apply_update(&nested_maps(7, 0, 1, Some((6, 55))))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DocError::Refused(Refusal::NestingTooDeep { depth: 257, .. })
+            ),
+            "{err:?}"
+        );
+        // Siblings at a shallow level are still fine.
+        state
+            .apply_update(&nested_maps(8, 0, 3, Some((5, 10))))
+            .unwrap();
+        // Deleting the outermost map (a recursive delete in yrs) stays within the stack.
+        let mut delete = vec![0, 1, 5, 1, 0, 1];
+        delete.truncate(6);
+        state.apply_update(&delete).unwrap();
+        let fresh_bytes = state.encode_state().unwrap();
+        DocumentState::new().apply_update(&fresh_bytes).unwrap();
+    }
+
+    #[test]
+    fn pending_updates_cost_their_own_size_and_are_bounded() {
+        let mut state = DocumentState::with_limits(DocumentLimits {
+            max_pending_bytes: 64,
+            ..DocumentLimits::default()
+        });
+        let big = "x".repeat(1 << 20);
+        let (_, update) = edit(1, None, &big, 0);
+        state.apply_update(&update).unwrap();
+        let before = FULL_ENCODES.with(|n| n.get());
+        // Deletes of a client the document has never seen wait (pending) for it.
+        let mut refused = 0;
+        for clock in 0..40u8 {
+            let pending = [0, 1, 0xa8, 0xb6, 0x2f, 1, clock * 2, 1];
+            match state.apply_update(&pending) {
+                Ok(applied) => assert!(applied.store && applied.broadcast.is_none()),
+                Err(DocError::TooMuchPending(_)) => refused += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            FULL_ENCODES.with(|n| n.get()),
+            before,
+            "a pending update must not re-encode the whole document"
+        );
+        assert!(refused > 0, "pending bytes are bounded");
+        assert_eq!(text(&state).len(), 1 << 20);
+    }
+
     #[cfg(feature = "server")]
     #[test]
     fn restore_rebuilds_and_skips_corrupt_entries() {
@@ -321,7 +489,7 @@ mod tests {
             updates: vec![vec![0xde, 0xad]],
             fence: 0,
         };
-        let (state, skipped) = DocumentState::restore(&stored);
+        let (state, skipped) = DocumentState::restore(&stored, DocumentLimits::default());
         assert_eq!(skipped, 1);
         assert_eq!(text(&state), "one");
     }

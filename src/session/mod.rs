@@ -5,6 +5,8 @@
 //! The per-document state machine (auth, join, token refresh, detach) is in [`documents`].
 
 mod documents;
+mod refusals;
+pub use refusals::UpdateRefused;
 mod slots;
 mod ticker;
 
@@ -115,6 +117,8 @@ pub struct SessionActor {
     bytes_rate: TokenBucket,
     /// Bytes document actors queued for this socket and not yet handed to it.
     outbound: Arc<std::sync::atomic::AtomicUsize>,
+    /// Updates of this socket that document actors refused (see `refusals`).
+    refused_updates: u32,
 }
 
 fn truncate_reason(reason: &str) -> String {
@@ -143,6 +147,7 @@ impl SessionActor {
             messages_rate,
             bytes_rate,
             outbound: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            refused_updates: 0,
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             shared,
             docs: slots::Slots::default(),

@@ -1,3 +1,6 @@
+// zedi-sync: upstream 0.28.1 builds with unused-code warnings; silenced so the daemon's build
+// output shows its own warnings only.
+#![allow(warnings)]
 #![doc(
     html_logo_url = "https://raw.githubusercontent.com/y-crdt/y-crdt/main/logo-yrs.svg",
     html_favicon_url = "https://raw.githubusercontent.com/y-crdt/y-crdt/main/logo-yrs.svg"
@@ -619,6 +622,7 @@ pub mod doc;
 mod event;
 mod id_map;
 mod id_set;
+mod nesting;
 mod store;
 mod transaction;
 pub mod types;
@@ -678,6 +682,7 @@ pub use crate::sticky_index::IndexScope;
 pub use crate::sticky_index::IndexedSequence;
 pub use crate::sticky_index::Offset;
 pub use crate::sticky_index::StickyIndex;
+pub use crate::nesting::NestingLookup;
 pub use crate::store::Store;
 pub use crate::transact::{
     AcquireTransaction, AcquireTransactionMut, AsyncTransact, Transact, TransactionAcqError,

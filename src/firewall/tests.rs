@@ -1,0 +1,268 @@
+//! The firewall against what honest Yjs writes (must pass) and what attackers sent (must not).
+
+use yrs::types::ToJson;
+use yrs::updates::encoder::Encode;
+use yrs::{
+    Any, Array, ArrayPrelim, Doc, GetString, Map, MapPrelim, ReadTxn, StateVector, Text, Transact,
+    WriteTxn, XmlElementPrelim, XmlFragment, XmlTextPrelim,
+};
+
+use super::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn check_alone(bytes: &[u8]) -> Result<(), Refusal> {
+    check_update(bytes, &Limits::default(), &mut EmptyTree)
+}
+
+fn full_state(doc: &Doc) -> Vec<u8> {
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+/// lib0 helpers for hand-made updates.
+fn var(out: &mut Vec<u8>, mut v: u64) {
+    while v > 127 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    var(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// `depth` maps nested in each other under root map "root", all by `client` from `clock` on;
+/// the first one's parent is `first_parent` (an item id) or the root.
+pub(crate) fn nested_maps(
+    client: u64,
+    clock: u64,
+    depth: u64,
+    first_parent: Option<(u64, u64)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    var(&mut out, 1);
+    var(&mut out, depth);
+    var(&mut out, client);
+    var(&mut out, clock);
+    for i in 0..depth {
+        out.push(0x27); // ContentType | parentSub
+        match (i, first_parent) {
+            (0, None) => {
+                var(&mut out, 1);
+                string(&mut out, "root");
+            }
+            (0, Some((c, k))) => {
+                var(&mut out, 0);
+                var(&mut out, c);
+                var(&mut out, k);
+            }
+            _ => {
+                var(&mut out, 0);
+                var(&mut out, client);
+                var(&mut out, clock + i - 1);
+            }
+        }
+        string(&mut out, "k");
+        var(&mut out, 1); // YMap
+    }
+    out.push(0); // empty delete set
+    out
+}
+
+#[test]
+fn honest_edits_of_every_kind_pass() {
+    let doc = Doc::with_client_id(7);
+    let text = doc.get_or_insert_text("text");
+    let map = doc.get_or_insert_map("map");
+    let array = doc.get_or_insert_array("array");
+    let xml = doc.get_or_insert_xml_fragment("prosemirror");
+    let mut updates = Vec::new();
+    {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "héllo wörld 😀");
+        text.format(&mut txn, 0, 5, [("bold".into(), Any::Bool(true))].into());
+        text.insert_embed(
+            &mut txn,
+            3,
+            Any::from(
+                vec![("src".to_string(), Any::from("x.png"))]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            ),
+        );
+        updates.push(txn.encode_update_v1());
+    }
+    {
+        let mut txn = doc.transact_mut();
+        text.remove_range(&mut txn, 1, 4);
+        map.insert(&mut txn, "n", 1.5);
+        map.insert(&mut txn, "i", -42i64);
+        map.insert(&mut txn, "s", "str");
+        map.insert(&mut txn, "b", vec![1u8, 2, 3]);
+        map.insert(
+            &mut txn,
+            "nested",
+            MapPrelim::from([("a".to_string(), Any::Null)]),
+        );
+        array.push_back(
+            &mut txn,
+            ArrayPrelim::from([Any::Bool(false), Any::Undefined]),
+        );
+        let p = xml.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
+        p.push_back(&mut txn, XmlTextPrelim::new("in a paragraph"));
+        updates.push(txn.encode_update_v1());
+    }
+    {
+        let mut txn = doc.transact_mut();
+        map.remove(&mut txn, "s");
+        array.remove(&mut txn, 0);
+        updates.push(txn.encode_update_v1());
+    }
+    for (i, update) in updates.iter().enumerate() {
+        assert_eq!(check_alone(update).map_err(|e| (i, e)), Ok(()));
+    }
+    assert_eq!(check_alone(&full_state(&doc)), Ok(()));
+    // A second client's concurrent edit, merged with the first: still honest.
+    let other = Doc::with_client_id(8);
+    other
+        .get_or_insert_text("text")
+        .insert(&mut other.transact_mut(), 0, "x");
+    let merged = yrs::merge_updates_v1([full_state(&doc), full_state(&other)]).unwrap();
+    assert_eq!(check_alone(&merged), Ok(()));
+    // Sanity: the content is what we think it is.
+    assert!(text.get_string(&doc.transact()).starts_with('h'));
+    assert!(map.to_json(&doc.transact()).to_string().contains("nested"));
+    let _ = doc.transact_mut().get_or_insert_map("unused");
+}
+
+#[test]
+fn empty_update_and_state_vectors() {
+    assert_eq!(check_alone(&[0, 0]), Ok(()));
+    assert_eq!(check_state_vector(&[0]), Ok(()));
+    let doc = Doc::with_client_id(123456789);
+    doc.get_or_insert_text("t")
+        .insert(&mut doc.transact_mut(), 0, "abc");
+    assert_eq!(
+        check_state_vector(&doc.transact().state_vector().encode_v1()),
+        Ok(())
+    );
+    assert!(check_state_vector(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    assert!(check_state_vector(&[1, 1, 1, 0]).is_err(), "trailing byte");
+    let mut big_client = vec![1];
+    var(&mut big_client, 1 << 53);
+    big_client.push(0);
+    assert!(matches!(
+        check_state_vector(&big_client),
+        Err(Refusal::ClientIdTooLarge { .. })
+    ));
+}
+
+#[test]
+fn the_updates_that_broke_yrs_are_refused() {
+    // Finding 3: an item whose right origin is itself (panicked inside a transaction).
+    assert!(matches!(
+        check_alone(&hex("01020000420000000100010000000000")),
+        Err(Refusal::SelfReference { .. })
+    ));
+    // Finding 4: ContentJSON whose declared count disagrees with its strings.
+    assert!(check_alone(&hex("0101a1c439000201086a736f6e726f6f7400017800")).is_err());
+    // Finding 7: an ordinary insert by a client id of 2^53 + 1.
+    let mut big = Vec::new();
+    var(&mut big, 1);
+    var(&mut big, 1);
+    var(&mut big, (1 << 53) + 1);
+    var(&mut big, 0);
+    big.push(0x04);
+    var(&mut big, 1);
+    string(&mut big, "t");
+    string(&mut big, "x");
+    big.push(0);
+    assert!(matches!(
+        check_alone(&big),
+        Err(Refusal::ClientIdTooLarge { .. })
+    ));
+}
+
+#[test]
+fn nesting_is_bounded_within_one_update() {
+    assert_eq!(check_alone(&nested_maps(5, 0, 256, None)), Ok(()));
+    assert!(matches!(
+        check_alone(&nested_maps(5, 0, 257, None)),
+        Err(Refusal::NestingTooDeep { depth: 257, .. })
+    ));
+    // Finding 2's size: 10,000 levels, refused without recursion.
+    assert!(matches!(
+        check_alone(&nested_maps(5, 0, 10_000, None)),
+        Err(Refusal::NestingTooDeep { .. })
+    ));
+}
+
+#[test]
+fn a_nested_type_needs_a_known_parent() {
+    // Hung from (9, 0), which is neither in the update nor in the (empty) document.
+    assert_eq!(
+        check_alone(&nested_maps(5, 0, 3, Some((9, 0)))),
+        Err(Refusal::UnknownParent)
+    );
+}
+
+#[test]
+fn reference_cycles_between_clients_are_refused() {
+    // Client 2's string item sits beside client 1's, and client 1's beside client 2's.
+    let mut out = Vec::new();
+    var(&mut out, 2);
+    for (client, other) in [(2u64, 1u64), (1, 2)] {
+        var(&mut out, 1);
+        var(&mut out, client);
+        var(&mut out, 0);
+        out.push(0x84); // String | origin
+        var(&mut out, other);
+        var(&mut out, 0);
+        string(&mut out, "x");
+    }
+    out.push(0);
+    assert_eq!(check_alone(&out), Err(Refusal::CyclicReference));
+}
+
+#[test]
+fn malformed_structure_is_refused() {
+    let ok = {
+        let doc = Doc::with_client_id(3);
+        doc.get_or_insert_text("t")
+            .insert(&mut doc.transact_mut(), 0, "hi");
+        full_state(&doc)
+    };
+    assert_eq!(check_alone(&ok), Ok(()));
+    let mut trailing = ok.clone();
+    trailing.push(0);
+    assert!(matches!(
+        check_alone(&trailing),
+        Err(Refusal::TrailingBytes { .. })
+    ));
+    for cut in 1..ok.len() {
+        assert!(check_alone(&ok[..cut]).is_err(), "prefix of {cut} bytes");
+    }
+    // The same client twice.
+    let mut twice = vec![2];
+    for _ in 0..2 {
+        twice.extend_from_slice(&ok[1..ok.len() - 1]);
+    }
+    twice.push(0);
+    assert!(matches!(
+        check_alone(&twice),
+        Err(Refusal::DuplicateClient { .. })
+    ));
+    // Counts that the bytes cannot back.
+    assert!(matches!(
+        check_alone(&[0xff, 0xff, 0x03, 0]),
+        Err(Refusal::CountTooLarge { .. })
+    ));
+}
