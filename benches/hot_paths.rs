@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use yrs::{Text, Transact};
-use zedi_sync::awareness::{AwarenessTable, decode_update};
+use zedi_sync::awareness::{AwarenessTable, Owner, decode_update};
 use zedi_sync::document::DocumentState;
 use zedi_sync::protocol::{self, Message, SyncMessage, encode_body, prepend_address};
 
@@ -102,7 +102,7 @@ fn main() {
         .collect();
     measure("decode + apply an awareness update", 10_000, |i| {
         let entries = decode_update(&states[i as usize % states.len()]).unwrap_or_default();
-        black_box(table.apply(&entries, u64::from(i)));
+        black_box(table.apply(Owner::Connection(1), &entries, u64::from(i)));
     });
 
     measure(

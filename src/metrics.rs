@@ -27,6 +27,7 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "bad_state_vector",
     "poisoned_update",
     "bad_awareness",
+    "awareness_not_owner",
     "bad_relay_update",
     "bad_relay_entry",
     "rate_limited",

@@ -16,10 +16,13 @@
 use serde_json::Value;
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, Transact, Update};
-use zedi_sync::awareness::{AwarenessTable, decode_update};
+use zedi_sync::awareness::{AwarenessTable, Owner, decode_update};
 use zedi_sync::protocol::{
     AuthMessage, Message, Packet, SCOPE_READ_ONLY, SCOPE_READ_WRITE, SyncMessage, decode, encode,
 };
+
+/// The captured provider's connection, as an awareness owner.
+const PROVIDER: Owner = Owner::Connection(1);
 
 const FIXTURE: &str = include_str!("fixtures/hocuspocus-v4-frames.json");
 
@@ -527,7 +530,7 @@ fn auth_ok_awareness() {
         (HELLO_WRITER, 0, "{}")
     );
     assert!(
-        table.apply(&first, 0).is_empty(),
+        table.apply(PROVIDER, &first, 0).is_empty(),
         "clock 0 from an unknown client is ignored"
     );
     assert_eq!(table.encode_live(), None);
@@ -535,7 +538,7 @@ fn auth_ok_awareness() {
     // alice (clock 1) is an addition, and our re-encoding is the captured echo, byte for byte.
     let alice = decode_update(client_awareness[1].payload()).unwrap();
     assert_eq!(alice[0].clock, 1);
-    let changes = table.apply(&alice, 10);
+    let changes = table.apply(PROVIDER, &alice, 10);
     assert_eq!(changes.added, vec![HELLO_WRITER]);
     assert!(changes.updated.is_empty() && changes.removed.is_empty());
     let broadcast = table.encode(&changes.all());
@@ -551,7 +554,7 @@ fn auth_ok_awareness() {
     // destroy() sends null (clock 2): a removal, encoded as the client sent it.
     let gone = decode_update(client_awareness[2].payload()).unwrap();
     assert_eq!((gone[0].clock, gone[0].state), (2, "null"));
-    let changes = table.apply(&gone, 20);
+    let changes = table.apply(PROVIDER, &gone, 20);
     assert_eq!(changes.removed, vec![HELLO_WRITER]);
     assert_eq!(table.encode(&changes.all()), client_awareness[2].payload());
     assert_eq!(table.encode_live(), None);
@@ -596,7 +599,7 @@ fn auth_denied() {
     for f in frames.iter().filter(|f| f.is(ClientToServer, doc, 1, None)) {
         assert!(
             table
-                .apply(&decode_update(f.payload()).unwrap(), 0)
+                .apply(PROVIDER, &decode_update(f.payload()).unwrap(), 0)
                 .is_empty(),
             "{}",
             f.summary

@@ -3,16 +3,18 @@
 //! Input: if it is a Hocuspocus Awareness frame (the seed corpus holds captured frames), its
 //! payload is one update; otherwise the input is a sequence of lib0 `varBytes`, each one
 //! awareness update (the seed corpus also holds each scenario's awareness payloads in this
-//! form). Between updates the clock advances and expiry / pruning / removal run.
+//! form). Between updates the clock advances and expiry / pruning / removal run. Updates come
+//! alternately from two connections and, every fifth, from another node (the relay).
 //!
 //! Properties: nothing panics; every encoding the table produces (the broadcast of a change,
 //! the replay for a newcomer) decodes again with `decode_update`, and the replay lists exactly
-//! the live clients.
+//! the live clients; no sender changes or removes a client another owner holds, and what it
+//! introduces is its own.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zedi_sync::awareness::{AwarenessTable, decode_update};
+use zedi_sync::awareness::{AwarenessTable, Owner, decode_update};
 use zedi_sync::protocol::lib0::Reader;
 use zedi_sync::protocol::{Message, Packet, decode};
 
@@ -46,7 +48,24 @@ fuzz_target!(|data: &[u8]| {
     for (i, update) in updates(data).into_iter().enumerate() {
         now_ms += 7_000;
         let Ok(entries) = decode_update(update) else { continue };
-        let changes = table.apply(&entries, now_ms);
+        let from = if i % 5 == 4 { Owner::Remote } else { Owner::Connection((i % 2) as u64) };
+        let before: Vec<(u64, Option<Owner>)> =
+            entries.iter().map(|e| (e.client_id, table.owner(e.client_id))).collect();
+        let changes = table.apply(from, &entries, now_ms);
+        for (id, owner) in &before {
+            if changes.refused.contains(id) {
+                assert!(owner.is_some_and(|o| o != from), "refused {id} without cause");
+                assert_eq!(table.owner(*id), *owner, "a refused entry changed {id}");
+            }
+        }
+        // One frame may introduce and remove an id (or the other way round): what it changed
+        // was free or its own before, and is its own or free after.
+        for id in changes.all() {
+            let prior = before.iter().find(|(b, _)| *b == id).and_then(|(_, o)| *o);
+            assert!(prior.is_none() || prior == Some(from), "{from:?} changed {id} of {prior:?}");
+            let now = table.owner(id);
+            assert!(now.is_none() || now == Some(from), "{id} now owned by {now:?}");
+        }
         let ids = changes.all();
         let broadcast = table.encode(&ids);
         check_encoding(&broadcast, ids.len());
@@ -61,7 +80,12 @@ fuzz_target!(|data: &[u8]| {
         // Exercise the connection-closed and timeout paths too.
         if i % 3 == 2 {
             let first: Vec<u64> = entries.iter().map(|e| e.client_id).take(1).collect();
-            let removed = table.remove(first, now_ms);
+            let owners: Vec<Option<Owner>> = first.iter().map(|id| table.owner(*id)).collect();
+            let removed = table.remove(from, first.clone(), now_ms);
+            for (id, owner) in first.iter().zip(owners) {
+                let expected = owner == Some(from);
+                assert_eq!(removed.contains(id), expected, "{from:?} leaving, {id} of {owner:?}");
+            }
             check_encoding(&table.encode(&removed), removed.len());
         }
         let expired = table.expire(now_ms, 30_000);

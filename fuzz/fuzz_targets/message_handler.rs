@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zedi_sync::awareness::decode_update;
+use zedi_sync::awareness::{Owner, decode_update};
 use zedi_sync::document::{DocError, DocumentState};
 use zedi_sync::protocol::{Message, Packet, SyncMessage, decode};
 
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Message::Awareness(payload) => {
                 if let Ok(entries) = decode_update(payload) {
-                    state.awareness.apply(&entries, step);
+                    state.awareness.apply(Owner::Connection(1), &entries, step);
                 }
             }
             _ => {}
