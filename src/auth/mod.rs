@@ -257,6 +257,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fractional_and_far_future_expiries_are_honoured_without_panicking() {
+        let auth = Authorizer::from_settings(&settings("s3cret")).unwrap();
+        let leeway = Duration::from_secs(settings("s3cret").leeway_secs);
+        // Fractional NumericDates are valid (RFC 7519): one in the past is expired, one in
+        // the future gets an expiry (its floor plus leeway), so the refresh timer runs.
+        let past = hs(
+            "s3cret",
+            json!({"sub": "u", "exp": (now() - 600) as f64 + 0.5}),
+        );
+        assert_eq!(auth.decide(&past, "doc").await.result, "expired");
+        let exp = now() + 600;
+        let future = hs("s3cret", json!({"sub": "u", "exp": exp as f64 + 0.5}));
+        let d = auth.decide(&future, "doc").await;
+        assert_eq!(d.result, "read_write");
+        assert_eq!(
+            d.expires_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp) + leeway)
+        );
+        // Far-future expiries saturate; SystemTime and the session's timer do not overflow.
+        for far in [
+            json!(9.2e18),
+            json!(9_223_372_036_854_775_808_u64),
+            json!(1e300),
+        ] {
+            let t = hs("s3cret", json!({"sub": "u", "exp": far}));
+            let d = auth.decide(&t, "doc").await;
+            assert_eq!(d.result, "read_write", "{far}");
+            let at = d.expires_at.expect("an expiry");
+            assert!(at.duration_since(SystemTime::now()).is_ok());
+        }
+        let negative = hs("s3cret", json!({"sub": "u", "exp": -1}));
+        assert_eq!(auth.decide(&negative, "doc").await.result, "malformed");
+        let bad_nbf = hs("s3cret", json!({"sub": "u", "exp": exp, "nbf": "soon"}));
+        assert_eq!(auth.decide(&bad_nbf, "doc").await.result, "malformed");
+    }
+
+    #[tokio::test]
     async fn alg_none_and_unconfigured_algorithms_are_refused() {
         let auth = Authorizer::from_settings(&settings("s3cret")).unwrap();
         // {"alg":"none","typ":"JWT"} . {"sub":"u","exp":<far future>} . (no signature)
