@@ -396,7 +396,10 @@ impl Encode for Block {
             Block::Item(block) => block.encode(encoder),
             Block::Skip(skip) => {
                 encoder.write_info(BLOCK_SKIP_REF_NUMBER);
-                encoder.write_len(skip.len)
+                // zedi-sync patch: a Skip's length is a plain var-uint (Yjs writes it to the
+                // rest encoder, `Update::decode_block` reads it with `read_var`). `write_len`
+                // is the same in v1 but a separate stream in v2, so v2 output was undecodable.
+                encoder.write_var(skip.len)
             }
             Block::GC(gc) => {
                 encoder.write_info(BLOCK_GC_REF_NUMBER);
@@ -2034,13 +2037,17 @@ impl ItemContent {
         match ref_num & 0b1111 {
             BLOCK_ITEM_DELETED_REF_NUMBER => Ok(ItemContent::Deleted(decoder.read_len()?)),
             BLOCK_ITEM_JSON_REF_NUMBER => {
-                let mut remaining = decoder.read_len()? as i32;
+                // zedi-sync patch: read exactly `len` strings, as Yjs' `readContentJSON` does and
+                // as `ItemContent::encode` writes them. This used to read `len + 1` strings
+                // (`while remaining >= 0`), so decode and encode disagreed: a re-encoded item
+                // (document state, merged pending updates) was undecodable or meant something
+                // else to Yjs.
+                let len = decoder.read_len()?;
                 let mut buf = Vec::new();
-                buf.try_reserve(remaining as usize)?;
+                buf.try_reserve(len as usize)?;
 
-                while remaining >= 0 {
+                for _ in 0..len {
                     buf.push(decoder.read_string()?.to_owned());
-                    remaining -= 1;
                 }
                 Ok(ItemContent::JSON(buf))
             }

@@ -77,7 +77,9 @@ impl BlockSlice {
             }
             BlockSlice::Skip(s) => {
                 encoder.write_info(BLOCK_SKIP_REF_NUMBER);
-                encoder.write_len(s.len);
+                // zedi-sync patch: var-uint, not `write_len` (see `Block::encode`): in v2 the
+                // length went to the wrong stream and the state was undecodable.
+                encoder.write_var(s.len);
             }
         }
     }

@@ -387,7 +387,14 @@ fn merge_pending_v1(update: Vec<u8>, store: &Store) -> Vec<u8> {
         update
     } else {
         merge.push_front(update);
-        merge_updates_v1(merge).unwrap()
+        // zedi-sync patch: this re-decodes bytes yrs just encoded, and any encode/decode
+        // mismatch (there were several, e.g. ContentJSON's count and Skip lengths in v2) made
+        // this `unwrap` panic inside a read-only encode of the document state. Never panic:
+        // if the pending data cannot be merged, return the integrated state without it.
+        match merge_updates_v1(merge.iter()) {
+            Ok(merged) => merged,
+            Err(_) => merge.pop_front().unwrap_or_default(),
+        }
     }
 }
 
@@ -405,7 +412,14 @@ fn merge_pending_v2(update: Vec<u8>, store: &Store) -> Vec<u8> {
         update
     } else {
         merge.push_front(update);
-        merge_updates_v2(merge).unwrap()
+        // zedi-sync patch: this re-decodes bytes yrs just encoded, and any encode/decode
+        // mismatch (there were several, e.g. ContentJSON's count and Skip lengths in v2) made
+        // this `unwrap` panic inside a read-only encode of the document state. Never panic:
+        // if the pending data cannot be merged, return the integrated state without it.
+        match merge_updates_v2(merge.iter()) {
+            Ok(merged) => merged,
+            Err(_) => merge.pop_front().unwrap_or_default(),
+        }
     }
 }
 

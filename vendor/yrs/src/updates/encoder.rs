@@ -218,7 +218,10 @@ impl EncoderV2 {
 impl Write for EncoderV2 {
     #[inline]
     fn write_all(&mut self, buf: &[u8]) {
-        self.buf.write_buf(buf)
+        // zedi-sync patch: raw bytes, as `EncoderV1::write_all` and Yjs' `restEncoder` do. This
+        // used to be `write_buf` (length-prefixed), so `Write::write_buf` (ContentBinary) wrote
+        // the length twice and v2 output with binary content was undecodable (by yrs and Yjs).
+        self.buf.write_all(buf)
     }
 
     #[inline]
