@@ -340,25 +340,42 @@ impl Block {
         }
     }
 
-    pub(crate) fn splice(&self, offset: u32) -> Option<Self> {
+    /// Splits a block that is *not* integrated into a block store (a block of an
+    /// [Update](crate::Update) or of a pending update) at `offset`: `self` keeps
+    /// `[0, offset)` and the returned block holds the rest.
+    ///
+    /// zedi-sync patch, two fixes:
+    /// - GC and Skip blocks used to return the right part without shrinking `self` (it took
+    ///   `&self`), so both parts covered the right part's clocks: `BlockSet::exclude` then saw
+    ///   overlapping blocks, split the wrong one and let already-known ranges through to
+    ///   `BlockStore::push` (u32 underflow, `unwrap` on `None`).
+    /// - [ItemPtr::splice] links the two halves with raw pointers (`left.right`, `right.left`),
+    ///   as it must for integrated items. Update code drops or replaces either half afterwards
+    ///   (`BlockSet::exclude` overwrites it with a Skip), which left the other half with a
+    ///   dangling pointer that `Update::missing_dependency` and
+    ///   `TransactionMut::integrate_item` read and wrote through (use-after-free, SIGSEGV). An
+    ///   unintegrated item has no neighbours: they are resolved from its origins right before
+    ///   it is integrated, so the halves are returned unlinked.
+    pub(crate) fn splice(&mut self, offset: u32) -> Option<Self> {
+        if offset == 0 || offset >= self.len() {
+            return None;
+        }
         match self {
             Block::Item(x) => {
-                let next = ItemPtr::from(x.as_ref()).splice(offset, OffsetKind::Utf16)?;
+                let mut next = ItemPtr::from(&mut *x).splice(offset, OffsetKind::Utf16)?;
+                next.left = None;
+                x.right = None;
                 Some(Block::Item(next))
             }
             Block::Skip(x) => {
-                if offset == 0 {
-                    None
-                } else {
-                    Some(Block::Skip(x.slice(offset)))
-                }
+                let next = x.slice(offset);
+                x.len = offset;
+                Some(Block::Skip(next))
             }
             Block::GC(x) => {
-                if offset == 0 {
-                    None
-                } else {
-                    Some(Block::GC(x.slice(offset)))
-                }
+                let next = x.slice(offset);
+                x.len = offset;
+                Some(Block::GC(next))
             }
         }
     }

@@ -1966,8 +1966,9 @@ mod test {
                 0x01, 0x00, 0x00, 0x00, 0xed, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0xfe, 0xb8, 0xc2,
                 0xe9, 0xad, 0x87, 0xd9, 0x12, 0x00, 0x00, 0x01, 0x01, 0xff, 0xed, 0xf6,
             ]),
+            // zedi-sync: this garbage also lists a client twice, which is now rejected first
             Err(crate::encoding::read::Error::Malformed(
-                MalformedKind::EmptyBlock
+                MalformedKind::EmptyBlock | MalformedKind::DuplicateClient
             ))
         );
 

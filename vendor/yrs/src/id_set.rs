@@ -27,7 +27,12 @@ impl Decode for Range<u32> {
     fn decode<D: Decoder>(decoder: &mut D) -> Result<Self, Error> {
         let clock = decoder.read_ds_clock()?;
         let len = decoder.read_ds_len()?;
-        Ok(clock..(clock + len))
+        // zedi-sync patch: checked (a range past u32::MAX panicked in debug builds, wrapped to
+        // an inverted range in release builds)
+        let end = clock
+            .checked_add(len)
+            .ok_or(Error::Malformed(crate::encoding::read::MalformedKind::ClockOverflow))?;
+        Ok(clock..end)
     }
 }
 

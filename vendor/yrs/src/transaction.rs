@@ -806,7 +806,14 @@ impl<'doc> TransactionMut<'doc> {
             if item.parent_sub.is_none() && item.is_countable() {
                 if let TypePtr::Branch(mut parent) = item.parent {
                     parent.block_len -= item.len();
-                    parent.content_len -= item.content_len(store.offset_kind);
+                    // zedi-sync patch: saturating. Splitting a string item inside a surrogate
+                    // pair replaces both halves with U+FFFD (as Yjs does), which makes the
+                    // halves' UTF-8 length larger than what `integrate_item` added to the
+                    // parent's counter (OffsetKind::Bytes), so deleting both underflowed (a
+                    // panic in debug builds, a ~4e9 text length in release builds).
+                    parent.content_len = parent
+                        .content_len
+                        .saturating_sub(item.content_len(store.offset_kind));
                 }
             }
 

@@ -1,6 +1,6 @@
 use crate::block::{
-    Block, BlockRange, ClientID, Item, ItemContent, BLOCK_GC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
-    HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
+    Block, BlockRange, ClientID, Item, ItemContent, ItemPtr, BLOCK_GC_REF_NUMBER,
+    BLOCK_SKIP_REF_NUMBER, HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
 };
 use crate::branch::BranchPtr;
 use crate::encoding::read::{Error, MalformedKind};
@@ -341,7 +341,9 @@ impl Update {
                     let local_clock = state
                         .entry(id.client)
                         .or_insert_with(|| txn.store.blocks.get_clock(&id.client));
-                    let offset = (*local_clock as i32) - (id.clock as i32);
+                    // zedi-sync patch: i64, clocks are u32 (as i32, a clock >= 2^31 made a
+                    // negative clock, a positive offset and no Skip for the hole before it)
+                    let offset = (*local_clock as i64) - (id.clock as i64);
 
                     if let Some(missing) =
                         Self::missing_dependency(&mut stack_head, &mut txn.store)?
@@ -358,7 +360,7 @@ impl Update {
                             txn.integrate_skip(
                                 BlockRange::new(
                                     ID::new(id.client, *local_clock),
-                                    offset.abs() as u32,
+                                    offset.unsigned_abs() as u32,
                                 ),
                                 0,
                             );
@@ -439,6 +441,13 @@ impl Update {
             }
 
             // We have all missing ids, now find the items
+            //
+            // zedi-sync patch: neighbours are resolved from the origins *only*. Whatever
+            // `left`/`right` an unintegrated block carries is not trusted (it used to be kept
+            // when the origin was `None`, and could be a dangling pointer to a split-off half
+            // that the update had already dropped, see `Block::splice`).
+            item.left = None;
+            item.right = None;
             if let Some(origin) = item.origin.as_ref() {
                 item.left = store
                     .blocks
@@ -499,6 +508,21 @@ impl Update {
                     }
                 }
             };
+
+            // zedi-sync patch: an item is linked next to `left` (and searched up to `right`) but
+            // counted in `parent`, so all three must agree. For Yjs-produced updates they always
+            // do; they don't when a hostile update reuses known IDs with different content (e.g.
+            // the non-excluded half of a split block gets an origin in a different branch than
+            // its explicit parent). Integrating it anyway links it into another branch's list:
+            // length counters underflow, items of different types get squashed together. Such
+            // an item is garbage-collected instead (as Yjs does for a GC'd neighbour).
+            let foreign = |n: &Option<ItemPtr>| match n {
+                Some(n) => n.parent != item.parent || n.parent_sub != item.parent_sub,
+                None => false,
+            };
+            if foreign(&item.left) || foreign(&item.right) {
+                item.parent = TypePtr::Unknown;
+            }
         }
         Ok(None)
     }
@@ -784,6 +808,9 @@ impl Update {
                             // prefer to slice Skip because the other struct might contain more information
                             skip.len -= diff as u32;
                         } else {
+                            // zedi-sync patch: `Block::splice` needs the block itself now (it
+                            // shrinks it and unlinks the halves), not a shared reference.
+                            let curr_block = curr_decoder.current_mut().unwrap();
                             block_slice = Some(curr_block.splice(diff as u32).unwrap());
                         }
                     }
@@ -850,6 +877,14 @@ impl Decode for Update {
                 .clients
                 .entry(client)
                 .or_insert_with(|| VecDeque::new());
+            // zedi-sync patch: everything downstream (exclude/split_at/find_index, BlockPicker,
+            // BlockStore::push) assumes one client's blocks are sorted, contiguous and do not
+            // overlap. A client listed a second time used to be appended (possibly going
+            // backwards: `unreachable!()`, u32 underflows); Yjs would instead keep only the last
+            // listing, so accepting it either way diverges from Yjs peers. Reject it.
+            if !blocks.is_empty() {
+                return Err(Error::Malformed(MalformedKind::DuplicateClient));
+            }
             // Attempt to pre-allocate memory for the blocks. If the capacity overflows and
             // allocation fails, return an error.
             blocks.try_reserve(blocks_len)?;
@@ -859,7 +894,10 @@ impl Decode for Update {
                 if let Some(block) = Self::decode_block(id, decoder)? {
                     // due to bug in the past it was possible for empty bugs to be generated
                     // even though they had no effect on the document store
-                    clock += block.len();
+                    // zedi-sync patch: checked, a wrapped clock would break the ordering above
+                    clock = clock
+                        .checked_add(block.len())
+                        .ok_or(Error::Malformed(MalformedKind::ClockOverflow))?;
                     blocks.push_back(block);
                 }
             }
@@ -978,6 +1016,10 @@ struct Memo<I: Iterator + ?Sized> {
 impl<I: Iterator> Memo<I> {
     fn current(&self) -> Option<&I::Item> {
         self.current.as_ref()
+    }
+
+    fn current_mut(&mut self) -> Option<&mut I::Item> {
+        self.current.as_mut()
     }
 
     fn take(&mut self) -> Option<I::Item> {

@@ -41,6 +41,10 @@ impl Error {
 pub enum MalformedKind {
     Utf8,
     EmptyBlock,
+    /// zedi-sync patch: a client's blocks are listed twice in one update.
+    DuplicateClient,
+    /// zedi-sync patch: a block or delete-set range would end past `u32::MAX`.
+    ClockOverflow,
 }
 
 impl Display for MalformedKind {
@@ -48,6 +52,8 @@ impl Display for MalformedKind {
         match self {
             MalformedKind::Utf8 => write!(f, "invalid UTF-8 sequence"),
             MalformedKind::EmptyBlock => write!(f, "block cannot have 0 length"),
+            MalformedKind::DuplicateClient => write!(f, "client listed twice"),
+            MalformedKind::ClockOverflow => write!(f, "clock range past u32::MAX"),
         }
     }
 }

@@ -1,7 +1,9 @@
 use crate::block::ClientID;
-use crate::encoding::read::{Cursor, Error, Read};
+use crate::encoding::read::{Cursor, Error, MalformedKind, Read};
 use crate::*;
 use std::sync::Arc;
+
+const CLOCK_OVERFLOW: Error = Error::Malformed(MalformedKind::ClockOverflow);
 
 /// A trait that can be implemented by any other type in order to support lib0 decoding capability.
 pub trait Decode: Sized {
@@ -303,14 +305,17 @@ impl<'a> Decoder for DecoderV2<'a> {
         self.ds_curr_val = 0;
     }
 
+    // zedi-sync patch: checked, as `Range<u32>::decode` (these overflowed on hostile input)
     fn read_ds_clock(&mut self) -> Result<u32, Error> {
-        self.ds_curr_val += self.cursor.read_var::<u32>()?;
+        let diff = self.cursor.read_var::<u32>()?;
+        self.ds_curr_val = self.ds_curr_val.checked_add(diff).ok_or(CLOCK_OVERFLOW)?;
         Ok(self.ds_curr_val)
     }
 
     fn read_ds_len(&mut self) -> Result<u32, Error> {
-        let diff = self.cursor.read_var::<u32>()? + 1;
-        self.ds_curr_val += diff;
+        let diff = self.cursor.read_var::<u32>()?;
+        let diff = diff.checked_add(1).ok_or(CLOCK_OVERFLOW)?;
+        self.ds_curr_val = self.ds_curr_val.checked_add(diff).ok_or(CLOCK_OVERFLOW)?;
         Ok(diff)
     }
 
