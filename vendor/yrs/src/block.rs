@@ -2161,21 +2161,39 @@ impl ItemContent {
         }
     }
 
+    /// zedi-sync patch: iterative. This used to call `Item::gc(collector, true)` on every
+    /// child, which calls back into this method for a nested type: two stack frames per
+    /// nesting level, so garbage-collecting ~4,000 nested deleted types overflowed a 2 MiB
+    /// thread stack. Descendants are kept on an explicit stack instead; what is marked is the
+    /// same (the order of marking does not matter to `GCCollector::collect_marked`).
     pub(crate) fn gc(&mut self, collector: &mut GCCollector) {
+        let mut stack = Vec::new();
+        self.take_children(&mut stack);
+        while let Some(mut item) = stack.pop() {
+            // what `item.gc(collector, true)` did, minus the recursion
+            if item.is_deleted() {
+                item.content.take_children(&mut stack);
+                collector.mark(&item.id);
+            }
+        }
+    }
+
+    /// Detaches the children of a shared type (its list and every map entry's chain of
+    /// values) and pushes them onto `stack`.
+    fn take_children(&mut self, stack: &mut Vec<ItemPtr>) {
         match self {
             ItemContent::Type(branch) => {
                 let mut curr = branch.start.take();
-                while let Some(mut item) = curr {
+                while let Some(item) = curr {
                     curr = item.right.clone();
-                    item.gc(collector, true);
+                    stack.push(item);
                 }
 
                 for (_, ptr) in branch.map.drain() {
                     curr = Some(ptr);
-                    while let Some(mut item) = curr {
+                    while let Some(item) = curr {
                         curr = item.left.clone();
-                        item.gc(collector, true);
-                        continue;
+                        stack.push(item);
                     }
                 }
             }

@@ -796,7 +796,30 @@ impl<'doc> TransactionMut<'doc> {
 
     /// Delete item under given pointer.
     /// Returns true if block was successfully deleted, false if it was already deleted in the past.
-    pub(crate) fn delete(&mut self, mut item: ItemPtr) -> bool {
+    ///
+    /// zedi-sync patch: iterative. Deleting a shared type deletes everything nested in it; this
+    /// used to recurse once per nesting level (~1.3 KiB of stack per level in debug builds, so
+    /// ~1,500 nested types overflowed a 2 MiB thread stack and aborted the process). Children
+    /// are now kept on an explicit stack and visited in the same (depth-first, pre-) order.
+    pub(crate) fn delete(&mut self, item: ItemPtr) -> bool {
+        let mut stack = Vec::new();
+        let result = self.delete_one(item, &mut stack);
+        while let Some(ptr) = stack.pop() {
+            let id = *ptr.id();
+            if !self.delete_one(ptr, &mut stack) {
+                // Whis will be gc'd later and we want to merge it if possible
+                // We try to merge all deleted items after each transaction,
+                // but we have no knowledge about that this needs to be merged
+                // since it is not in transaction.ds. Hence we add it to transaction._mergeStructs
+                self.merge_blocks.push(id);
+            }
+        }
+        result
+    }
+
+    /// Deletes a single item; the items nested in it (if it's a shared type) are pushed onto
+    /// `stack` for [Self::delete] to visit, in reverse, so they pop in their original order.
+    fn delete_one(&mut self, mut item: ItemPtr, stack: &mut Vec<ItemPtr>) -> bool {
         let mut recurse = Vec::new();
         let mut result = false;
 
@@ -867,16 +890,7 @@ impl<'doc> TransactionMut<'doc> {
             result = true;
         }
 
-        for &ptr in recurse.iter() {
-            let id = *ptr.id();
-            if !self.delete(ptr) {
-                // Whis will be gc'd later and we want to merge it if possible
-                // We try to merge all deleted items after each transaction,
-                // but we have no knowledge about that this needs to be merged
-                // since it is not in transaction.ds. Hence we add it to transaction._mergeStructs
-                self.merge_blocks.push(id);
-            }
-        }
+        stack.extend(recurse.into_iter().rev());
 
         result
     }

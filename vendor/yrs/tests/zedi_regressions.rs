@@ -4,7 +4,7 @@
 use yrs::types::ToJson;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, Map, ReadTxn, StateVector, Transact, Update};
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -501,4 +501,112 @@ fn random_update_sequences() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deep nesting. One update holds `depth` nested Y.Maps (client 7, clocks 0..depth): map 0 is the
+// value of key "k" of root map "root", map i the value of key "k" of map i-1. A second update
+// deletes map 0 (deleting a type deletes everything below it).
+
+fn nested_maps_update(depth: u32) -> Vec<u8> {
+    const CLIENT: u64 = 7;
+    let mut buf = Vec::new();
+    var(&mut buf, 1); // one client
+    var(&mut buf, depth as u64); // blocks
+    var(&mut buf, CLIENT);
+    var(&mut buf, 0); // first clock
+    for i in 0..depth {
+        buf.push(0x20 | 7); // HAS_PARENT_SUB | ContentType, no origins
+        if i == 0 {
+            var(&mut buf, 1); // parent is a root type ...
+            string(&mut buf, "root");
+        } else {
+            var(&mut buf, 0); // ... or the previous map item
+            var(&mut buf, CLIENT);
+            var(&mut buf, (i - 1) as u64);
+        }
+        string(&mut buf, "k");
+        var(&mut buf, 1); // TypeRef::Map
+    }
+    var(&mut buf, 0); // empty delete set
+    buf
+}
+
+fn delete_first_map_update() -> Vec<u8> {
+    let mut buf = Vec::new();
+    var(&mut buf, 0); // no blocks
+    var(&mut buf, 1); // delete set: one client
+    var(&mut buf, 7);
+    var(&mut buf, 1); // one range
+    var(&mut buf, 0); // clock 0
+    var(&mut buf, 1); // len 1
+    buf
+}
+
+/// apply, encode (v1+v2), delete (with the GC at commit), encode again, and re-load the
+/// state in a fresh doc.
+fn nested_maps_apply_delete_encode(depth: u32) {
+    let doc = Doc::new();
+    let root = doc.get_or_insert_map("root");
+    let update = Update::decode_v1(&nested_maps_update(depth)).unwrap();
+    {
+        // as the daemon does: apply, then encode what this transaction changed
+        let mut txn = doc.transact_mut();
+        txn.apply_update(update).unwrap();
+        Update::decode_v1(&txn.encode_update_v1()).unwrap();
+    }
+    if std::env::var_os("ZEDI_PROBE_TO_JSON").is_some() {
+        let _ = doc.to_json(&doc.transact());
+    }
+    {
+        let txn = doc.transact();
+        assert!(!txn.has_missing_updates());
+        assert_eq!(txn.state_vector().get(&yrs::block::ClientID::new(7)), depth);
+    }
+    check_state_decodes(&doc);
+    let update = Update::decode_v1(&delete_first_map_update()).unwrap();
+    {
+        let mut txn = doc.transact_mut();
+        txn.apply_update(update).unwrap();
+        Update::decode_v1(&txn.encode_update_v1()).unwrap();
+    } // commit: garbage-collects the deleted maps
+    assert_eq!(root.len(&doc.transact()), 0);
+    check_state_decodes(&doc);
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let fresh = Doc::new();
+    fresh
+        .transact_mut()
+        .apply_update(Update::decode_v1(&state).unwrap())
+        .unwrap();
+}
+
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn nested_maps_512_deep_delete_on_2mib_stack() {
+    on_small_stack(|| nested_maps_apply_delete_encode(512));
+}
+
+/// Before delete and GC were made iterative, ~1,500 levels overflowed a 2 MiB stack (debug).
+#[test]
+fn nested_maps_10000_deep_delete_on_2mib_stack() {
+    on_small_stack(|| nested_maps_apply_delete_encode(10_000));
+}
+
+/// For measuring: ZEDI_DEPTH=n cargo test --test zedi_regressions nested_maps_depth_probe
+/// -- --ignored (a stack overflow aborts the process).
+#[test]
+#[ignore]
+fn nested_maps_depth_probe() {
+    let depth: u32 = std::env::var("ZEDI_DEPTH").unwrap().parse().unwrap();
+    on_small_stack(move || nested_maps_apply_delete_encode(depth));
 }
