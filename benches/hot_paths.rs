@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-update hot paths, to guide optimisation (issue 8):
-//! frame decode, update apply, broadcast encode, awareness apply. `cargo bench --bench hot_paths`
+//! frame decode, update firewall, update apply, broadcast encode, awareness apply. `cargo bench --bench hot_paths`
 //! prints ns per operation (median of 7 timed batches) and the machine. No extra crates: a plain
 //! `harness = false` bench with `std::time`, so it builds with the rest of the test targets.
 
@@ -66,6 +66,27 @@ fn main() {
     let mut state = DocumentState::new();
     measure("apply a keystroke update (growing document)", 10_000, |i| {
         black_box(state.apply_update(&updates[i as usize]).ok());
+    });
+
+    // The update firewall alone (it is also inside every apply above), on a keystroke and on
+    // a whole 70k-character document as one update (a late joiner's or a reconnect's SyncStep2).
+    let limits = zedi_sync::firewall::Limits::default();
+    measure("firewall: check a keystroke update", 10_000, |i| {
+        black_box(
+            zedi_sync::firewall::check_update(
+                &updates[i as usize % updates.len()],
+                &limits,
+                &mut zedi_sync::firewall::EmptyTree,
+            )
+            .is_ok(),
+        );
+    });
+    let whole = state.encode_state().unwrap_or_default();
+    measure("firewall: check a 70k-keystroke document", 50, |_| {
+        black_box(
+            zedi_sync::firewall::check_update(&whole, &limits, &mut zedi_sync::firewall::EmptyTree)
+                .is_ok(),
+        );
     });
 
     let addresses: Vec<String> = vec!["notes/team-1".to_string(); 20];

@@ -333,16 +333,28 @@ fn bad_input_closes_only_the_offender() {
     let mut c = daemon.ws();
     c.send_raw(prepend_address("victim", &[42]));
     c.expect_close(4205);
-    // Undecodable Yjs update → 4205, nothing applied.
+    // Undecodable Yjs update → refused by the firewall: SyncStatus(0), then a CLOSE for that
+    // document; the socket stays open, nothing applied.
     let mut c = authed("victim");
     c.send(
         "victim",
         Message::Sync(SyncMessage::Update(&[0xde, 0xad, 0xbe, 0xef, 0xff])),
     );
-    c.expect_close(4205);
-    // Undecodable state vector → 4205.
-    let mut c = authed("victim");
+    c.expect("SyncStatus(0)", |a, m| {
+        a == "victim" && matches!(m, Message::SyncStatus(false))
+    });
+    c.expect("CLOSE", |a, m| {
+        a == "victim" && matches!(m, Message::Close(Some(_)))
+    });
+    // Undecodable state vector → CLOSE for that document.
+    c.open("victim");
     c.send("victim", Message::Sync(SyncMessage::Step1(&[0xff])));
+    c.expect("CLOSE", |a, m| {
+        a == "victim" && matches!(m, Message::Close(Some(_)))
+    });
+    // A third refusal on the same socket (limits.max_refused_updates = 3) closes the socket.
+    c.open("victim");
+    c.send("victim", Message::Sync(SyncMessage::Update(&[0x01, 0x02])));
     c.expect_close(4205);
     // Awareness that is not JSON → 4205.
     let mut c = authed("victim");
@@ -389,8 +401,8 @@ fn bad_input_closes_only_the_offender() {
     for kind in [
         "malformed_frame",
         "unknown_message_type",
-        "bad_update",
-        "bad_state_vector",
+        "invalid_update",
+        "repeated_invalid_updates",
         "bad_awareness",
         "invalid_document_name",
         "frame_too_large",

@@ -25,10 +25,11 @@ fn fold_limits() -> DocumentLimits {
 ///
 /// Each entry goes through the same firewall as a live update, one transaction each (one
 /// transaction for a whole log once held ~650 MB of yrs bookkeeping for 20,000 keystrokes).
-/// An entry the firewall refuses was never part of the live document either (loading skips it
-/// the same way), so it is skipped here too and counted in the result. The folded state must
-/// itself pass the firewall's encoding check, or the fold fails and the caller keeps the log:
-/// a snapshot a fresh client could not read is never written.
+/// An entry the firewall refuses (one stored before the firewall existed) fails the fold, and
+/// the caller keeps the log as it is: loading skips such an entry the same way, so the live
+/// document is unaffected, and nothing in the log is ever folded away unread. The folded state
+/// must itself pass the firewall's encoding check too: a snapshot a fresh client could not
+/// read is never written.
 pub fn fold_updates<'a>(
     snapshot: Option<&'a [u8]>,
     updates: impl IntoIterator<Item = &'a [u8]>,
@@ -36,10 +37,8 @@ pub fn fold_updates<'a>(
     let limits = fold_limits();
     let mut doc = DocumentState::with_limits(limits);
     for bytes in snapshot.into_iter().chain(updates) {
-        match doc.apply_update(bytes) {
-            Ok(_) | Err(crate::document::DocError::Refused(_)) => {}
-            Err(e) => return Err(format!("update does not apply: {e}")),
-        }
+        doc.apply_update(bytes)
+            .map_err(|e| format!("update does not apply: {e}"))?;
     }
     let folded = doc
         .encode_state()
@@ -95,10 +94,10 @@ mod batch_tests {
     }
 
     /// An entry the firewall refuses (finding 5 of the hostile-input review: a JSON item whose
-    /// count disagrees with its strings) is skipped, and the honest entries around it fold to
-    /// a snapshot a fresh document can load.
+    /// count disagrees with its strings) fails the fold, so the log is kept rather than folded
+    /// into a snapshot; the honest entries alone fold to a snapshot a fresh document loads.
     #[test]
-    fn a_refused_entry_is_skipped_and_the_fold_stays_readable() {
+    fn a_refused_entry_fails_the_fold_and_honest_entries_fold_readably() {
         let doc = Doc::with_client_id(9);
         let text = doc.get_or_insert_text("default");
         let mut log = Vec::new();
@@ -108,11 +107,6 @@ mod batch_tests {
             text.insert(&mut txn, len, word);
             log.push(txn.encode_update_v1());
         }
-        let poisoned: Vec<u8> = vec![
-            0x01, 0x01, 0xa1, 0xc4, 0x39, 0x00, 0x02, 0x01, 0x03, b'"', b'1', b'"', 0x00, 0x01,
-            0x78, 0x00,
-        ];
-        log.insert(1, poisoned);
         let folded = super::fold_updates(None, log.iter().map(|u| u.as_slice())).unwrap();
         let check = Doc::new();
         check
@@ -123,5 +117,13 @@ mod batch_tests {
             .get_or_insert_text("default")
             .get_string(&check.transact());
         assert_eq!(got, "honest content");
+        // Finding 5's item: JSON content declaring no string, followed by the valid JSON "1"
+        // (yrs 0.28.1 read one string more than declared).
+        let poisoned: Vec<u8> = vec![
+            0x01, 0x01, 0xa1, 0xc4, 0x39, 0x00, 0x02, 0x01, 0x08, b'j', b's', b'o', b'n', b'r',
+            b'o', b'o', b't', 0x00, 0x01, b'1', 0x00,
+        ];
+        log.insert(1, poisoned);
+        assert!(super::fold_updates(None, log.iter().map(|u| u.as_slice())).is_err());
     }
 }

@@ -1,9 +1,9 @@
 //! zedi-sync addition (not upstream): how deep an integrated block sits in the tree of nested
 //! shared types.
 //!
-//! Several yrs code paths (deleting a type, garbage collection, event delivery) recurse once per
-//! nesting level, so a client that can nest types without bound can overflow a thread's stack,
-//! which aborts the whole process. zedi-sync bounds nesting in its own validator *before* an
+//! Some yrs code paths recurse once per nesting level (`to_json` still does; delete and GC did
+//! until PATCHES.md #11), so a client that can nest types without bound can overflow a
+//! thread's stack, which aborts the whole process. zedi-sync bounds nesting in its own validator *before* an
 //! update reaches yrs; for items an update attaches to blocks that are already in the document it
 //! needs the depth of those blocks, which only the store knows. This is that one read-only query.
 
