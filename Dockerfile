@@ -20,9 +20,12 @@ FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /build
 
 # 1. Dependencies only. This layer is rebuilt only when Cargo.toml or Cargo.lock change: the
-#    crate's own code is replaced by empty stubs, so every dependency is compiled and cached here.
+#    crate's own code is replaced by empty stubs, so every dependency is compiled and cached here
+#    (vendor/ too: it changes only with a yrs fix).
 #    (If Cargo.toml ever declares another target with an explicit path, add a stub for it too.)
 COPY Cargo.toml Cargo.lock ./
+# yrs with our hostile-input fixes ([patch.crates-io] in Cargo.toml, vendor/yrs/PATCHES.md).
+COPY vendor ./vendor
 RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
