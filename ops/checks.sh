@@ -18,7 +18,8 @@
 #   consistency        ops/check_consistency.py: port, CloudWatch namespace/name/dimensions,
 #                      sizing, Dockerfile USER/HEALTHCHECK/EXPOSE, metric names vs the daemon
 #   task environment   `zedi-sync check-config` accepts the env of the dev and prod task
-#                      definitions (when a built binary is in target/)
+#                      definitions (when a binary is built: $ZEDI_BIN, else the newer of debug
+#                      and release in cargo's target directory)
 # `terraform validate` cannot run here (it needs the AWS provider, which cannot be downloaded).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -134,11 +135,20 @@ rm -f "$dash_rules"
 
 # The daemon itself validates the environment the task definition gives it (dev and prod, with
 # terraform.tfvars.example's values and placeholder secrets): `check-config` exits 2 on an unknown
-# key or a bad value. Needs a built binary (scripts/test.sh builds one before calling this).
+# key or a bad value. Needs a built binary: scripts/test.sh builds one and passes it as ZEDI_BIN;
+# otherwise cargo is asked for its target directory (CARGO_TARGET_DIR or a configured target-dir
+# move it away from ./target) and the newer of its debug and release builds is used.
 BIN=""
-for b in target/debug/zedi-sync target/release/zedi-sync; do
-  if [ -x "$b" ] && { [ -z "$BIN" ] || [ "$b" -nt "$BIN" ]; }; then BIN=$b; fi
-done
+if [ -n "${ZEDI_BIN:-}" ] && [ -x "$ZEDI_BIN" ]; then
+  BIN=$ZEDI_BIN
+else
+  target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) ||
+    target_dir=target
+  for b in "$target_dir/debug/zedi-sync" "$target_dir/release/zedi-sync"; do
+    if [ -x "$b" ] && { [ -z "$BIN" ] || [ "$b" -nt "$BIN" ]; }; then BIN=$b; fi
+  done
+fi
 task_env_accepted() {
   local vars
   mapfile -t vars < <(python3 ops/check_consistency.py --task-env "$1") || return 1
@@ -153,7 +163,7 @@ for e in dev prod; do
   if [ -n "$BIN" ]; then
     run "$BIN check-config accepts the $e task definition's environment" task_env_accepted "$e"
   else
-    skip "zedi-sync check-config with the $e task environment" "no built zedi-sync under target/"
+    skip "zedi-sync check-config with the $e task environment" "no built zedi-sync (ZEDI_BIN or cargo's target directory)"
   fi
 done
 

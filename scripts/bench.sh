@@ -20,12 +20,15 @@ WARMUP=${BENCH_WARMUP:-2}
 IN_FLIGHT=${BENCH_IN_FLIGHT:-1}
 STORES=${BENCH_STORES:-embedded postgres}
 read -r -a EXTRA <<<"${BENCH_EXTRA:-}"
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "build (release)"
-cargo build --release --bins
+# cargo says where the binaries are (CARGO_TARGET_DIR, a configured target-dir or --target move
+# them); zedi-sync and zedi-bench are bins of one package and profile, so they share a directory.
+# (Two steps: with set -e a failed build must stop here, which dirname "$(...)" would hide.)
+SYNC_BIN=$(scripts/cargo-bin.sh zedi-sync --release --bins)
+BIN=$(dirname "$SYNC_BIN")
 
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"

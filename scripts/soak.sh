@@ -35,8 +35,8 @@ if [ -n "${ZEDI_BIN:-}" ]; then
   ZEDI_BIN=$(cd "$(dirname "$ZEDI_BIN")" && pwd)/$(basename "$ZEDI_BIN")
 else
   echo "==> cargo build --release --bin zedi-sync"
-  cargo build --release --locked --bin zedi-sync
-  ZEDI_BIN="$PWD/target/release/zedi-sync"
+  # cargo says where the binary is (CARGO_TARGET_DIR or a configured target-dir move it).
+  ZEDI_BIN=$(scripts/cargo-bin.sh zedi-sync --release --locked --bin zedi-sync)
 fi
 export ZEDI_BIN
 

@@ -52,7 +52,11 @@ if ! cmp -s tests/interop/package-lock.json tests/interop/node_modules/.zedi-ins
 fi
 
 step "build (debug; one build serves every test)"
-cargo build --all-targets --locked
+# cargo says where the daemon binary is: CARGO_TARGET_DIR, a configured target-dir or --target
+# put it somewhere other than target/debug. The Node interop tests and ops/checks.sh use it.
+ZEDI_BIN=$(scripts/cargo-bin.sh zedi-sync --all-targets --locked)
+export ZEDI_BIN
+echo "zedi-sync binary: $ZEDI_BIN"
 
 log_dir=$(mktemp -d)
 trap 'rm -rf "$log_dir"' EXIT
@@ -74,8 +78,7 @@ fuzz/run.sh "${ZEDI_FUZZ_SECONDS:-40}" >"$log_dir/fuzz.log" 2>&1 || { status=1; 
 grep -E '^==|Done [0-9]+ runs|ERROR|crash-|oom-' "$log_dir/fuzz.log" || true
 if [ "$fuzz_failed" -ne 0 ]; then tail -n 40 "$log_dir/fuzz.log"; fi
 
-step "Node interop tests (real @hocuspocus/provider against target/debug/zedi-sync)"
-export ZEDI_BIN="$PWD/target/debug/zedi-sync"
+step "Node interop tests (real @hocuspocus/provider against $ZEDI_BIN)"
 (cd tests/interop && npm test) 2>&1 | tee "$log_dir/interop.log" || status=1
 
 # One line for the whole suite, summed over the three runners.

@@ -25,7 +25,6 @@ read -r FAN_DOCS FAN_SUBS <<<"${CMP_FAN:-100 20}"
 FAN_RATES=${CMP_FAN_RATES:-2 5 10 15 20 25 30}
 read -r RAMP_CONNS RAMP_DOCS <<<"${CMP_RAMP:-19900 200}"
 REF=${CMP_REF_DIR:-/tmp/zedi-hocuspocus-ref}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 # 20k connections need more than 20k descriptors on each side; raise as far as allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "compare.sh: open-file limit $(ulimit -n)" >&2
@@ -33,7 +32,11 @@ echo "compare.sh: open-file limit $(ulimit -n)" >&2
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "build (release)"
-cargo build --release --bins
+# cargo says where the binaries are (CARGO_TARGET_DIR, a configured target-dir or --target move
+# them); zedi-sync and zedi-bench are bins of one package and profile, so they share a directory.
+# (Two steps: with set -e a failed build must stop here, which dirname "$(...)" would hide.)
+SYNC_BIN=$(scripts/cargo-bin.sh zedi-sync --release --bins)
+BIN=$(dirname "$SYNC_BIN")
 
 if [[ $TARGETS == *hocuspocus* ]] && ! [ -e "$REF/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ]; then
   step "install @hocuspocus/server@4.7.0 + @hocuspocus/extension-sqlite@4 into $REF"

@@ -2,7 +2,8 @@
 // @hocuspocus/provider clients and raw `ws` clients, wait with bounded loops, clean up everything.
 //
 // Environment:
-//   ZEDI_BIN                 path of the zedi-sync binary (default ../../target/debug/zedi-sync)
+//   ZEDI_BIN                 path of the zedi-sync binary (default: debug/zedi-sync in cargo's target
+//                            directory, which honours CARGO_TARGET_DIR; scripts/test.sh sets it)
 //   ZEDI_INTEROP_REFERENCE=1 run against the REAL @hocuspocus/server 4.7.0 instead (reference-server.mjs),
 //                            installed on first use into ZEDI_REF_DIR (default <tmpdir>/hp-ref)
 //   ZEDI_TEST_VERBOSE=1      forward the server's output live (otherwise only when a test fails)
@@ -276,10 +277,30 @@ function ensureReferenceInstalled() {
   referenceReady = true;
 }
 
+let cargoTargetDir = null;
+// Cargo's target directory as cargo reports it: CARGO_TARGET_DIR or a configured target-dir
+// move it away from ./target. Asked once; without cargo, ./target is the guess.
+function targetDir() {
+  if (cargoTargetDir === null) {
+    try {
+      const out = execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], {
+        cwd: path.resolve(HERE, '../..'),
+        stdio: ['ignore', 'pipe', 'ignore'],
+        timeout: 60_000,
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      cargoTargetDir = JSON.parse(out.toString('utf8')).target_directory;
+    } catch {
+      cargoTargetDir = path.resolve(HERE, '../../target');
+    }
+  }
+  return cargoTargetDir;
+}
+
 function defaultBinary() {
   return process.env.ZEDI_BIN
     ? path.resolve(process.env.ZEDI_BIN)
-    : path.resolve(HERE, '../../target/debug/zedi-sync');
+    : path.join(targetDir(), 'debug', 'zedi-sync');
 }
 
 const MAX_LOG_BYTES = 256 * 1024;
