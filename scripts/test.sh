@@ -62,6 +62,16 @@ log_dir=$(mktemp -d)
 trap 'rm -rf "$log_dir"' EXIT
 status=0
 
+step "Lints (cargo fmt --check, cargo clippy --all-targets -D warnings)"
+lint_passed=0
+lint_failed=0
+if cargo fmt --check; then lint_passed=$((lint_passed + 1)); else lint_failed=$((lint_failed + 1)); status=1; fi
+if cargo clippy --all-targets --locked -- -D warnings; then
+  lint_passed=$((lint_passed + 1))
+else
+  lint_failed=$((lint_failed + 1)); status=1
+fi
+
 step "Rust unit and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast 2>&1 | tee "$log_dir/rust.log" || status=1
@@ -89,8 +99,8 @@ ops_failed=$(tail -n 1 "$log_dir/ops.log" | grep -oE '[0-9]+ failed' | grep -oE 
 node_passed=$(grep -E '^# pass [0-9]+' "$log_dir/interop.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
 node_failed=$(grep -E '^# fail [0-9]+' "$log_dir/interop.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
 fuzz_passed=$(grep -cE '^Done [0-9]+ runs' "$log_dir/fuzz.log" || true)
-passed=$((rust_passed + ops_passed + node_passed + fuzz_passed))
-failed=$((rust_failed + ops_failed + node_failed + fuzz_failed))
+passed=$((rust_passed + ops_passed + node_passed + fuzz_passed + lint_passed))
+failed=$((rust_failed + ops_failed + node_failed + fuzz_failed + lint_failed))
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo
 echo "suite: $passed passed, $failed failed"
