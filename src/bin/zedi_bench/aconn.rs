@@ -254,6 +254,8 @@ pub struct SubResult {
 
 /// A reader: connect, handshake, then receive until `end` (answering pings); updates whose send
 /// stamp falls in `[measure_start_us, measure_end_us)` count.
+// A benchmark worker's whole configuration, set once per run by its one caller.
+#[allow(clippy::too_many_arguments)]
 pub async fn subscriber(
     addr: SocketAddr,
     url: String,

@@ -485,6 +485,8 @@ pub async fn fanout(
 }
 
 /// Passive readers of one document for the throughput scenario (counted deliveries only).
+// A benchmark worker's whole configuration, set once per run by its one caller.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_readers(
     rt: &tokio::runtime::Runtime,
     t: Arc<Target>,
