@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Fuzzes the pure protocol code (frame decoder, awareness table) with cargo-fuzz / libFuzzer.
+# Fuzzes the pure protocol code (frame decoder, awareness table, document rules) with cargo-fuzz /
+# libFuzzer.
 #
-#   fuzz/run.sh [seconds]      each target runs for `seconds` (default 60)
+#   fuzz/run.sh [SECONDS] [TARGET...]   each target runs for SECONDS (default 60); all targets
+#                                       unless some are named, e.g. for one long run:
+#   fuzz/run.sh 3600 update_sequence
 #
-# Targets: frame_decode, awareness_apply (fuzz/fuzz_targets/). The seed corpus is written from the
-# captured frames in tests/fixtures/ by fuzz/seed_corpus.py; libFuzzer adds what it finds to
-# fuzz/corpus/<target>/ (gitignored). A crash leaves its input in fuzz/artifacts/<target>/;
-# replay it with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>`.
+# Targets: frame_decode, message_handler, update_sequence, awareness_apply (fuzz/fuzz_targets/;
+# fuzz/README.md says what each generates and checks). The seed corpus of the first three is
+# written from the captured frames in tests/fixtures/ by fuzz/seed_corpus.py; a target with a
+# directory under fuzz/seeds/ (committed seeds, e.g. the known crashers) also reads that one.
+# libFuzzer adds what it finds to fuzz/corpus/<target>/ (gitignored). A crash leaves its input in
+# fuzz/artifacts/<target>/; replay it with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>`.
 # Builds go to fuzz/target (gitignored), never to the main target dir.
 set -euo pipefail
 
 seconds="${1:-60}"
+shift || true
+targets=("$@")
+if [ "${#targets[@]}" -eq 0 ]; then
+    targets=(frame_decode message_handler update_sequence awareness_apply)
+fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
@@ -34,9 +45,21 @@ fi
 python3 fuzz/seed_corpus.py
 
 status=0
-for target in frame_decode message_handler awareness_apply; do
+for target in "${targets[@]}"; do
+    corpora=("fuzz/corpus/$target")
+    mkdir -p "fuzz/corpus/$target"
+    if [ -d "fuzz/seeds/$target" ]; then
+        corpora+=("fuzz/seeds/$target")
+    fi
+    case "$target" in
+        # Structured input: a few hundred bytes make 8 updates. libFuzzer's default of growing the
+        # length limit slowly from a few bytes kept it below one useful sequence for minutes
+        # (the known use-after-free took >5 min with it, seconds without it; fuzz/README.md).
+        update_sequence) limits=(-max_len=512 -len_control=0) ;;
+        *) limits=(-max_len=65536) ;;
+    esac
     echo "== fuzzing $target for ${seconds}s"
-    if ! cargo fuzz run "$target" -- -max_total_time="$seconds" -max_len=65536 -malloc_limit_mb=1000000 -rss_limit_mb=2048 -print_final_stats=1; then
+    if ! cargo fuzz run "$target" "${corpora[@]}" -- -max_total_time="$seconds" "${limits[@]}" -malloc_limit_mb=1000000 -rss_limit_mb=2048 -print_final_stats=1; then
         echo "!! $target failed: see fuzz/artifacts/$target/" >&2
         status=1
     fi
