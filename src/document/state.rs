@@ -173,8 +173,9 @@ impl DocumentState {
             .map_err(|e| DocError::BadUpdate(e.to_string()))
     }
 
-    /// The firewall, against this document: nothing reaches yrs before this passed.
-    fn check(&self, update: &[u8]) -> Result<(), DocError> {
+    /// The firewall, against this document: nothing reaches yrs before this passed. Returns
+    /// whether the update leaves a hole before its structs (see `apply_update`).
+    fn check(&self, update: &[u8]) -> Result<bool, DocError> {
         let txn = self.doc.transact();
         let mut tree = StoreTree {
             store: txn.store(),
@@ -182,7 +183,13 @@ impl DocumentState {
             cap: self.limits.firewall.max_nesting_depth.saturating_add(1),
             cache: HashMap::new(),
         };
-        firewall::check_update(update, &self.limits.firewall, &mut tree).map_err(DocError::Refused)
+        let checked = firewall::check_update(update, &self.limits.firewall, &mut tree)
+            .map_err(DocError::Refused)?;
+        let known = txn.state_vector();
+        Ok(checked
+            .starts
+            .iter()
+            .any(|start| start.clock > known.get(&ClientID::new(start.client))))
     }
 
     fn has_pending(&self) -> bool {
@@ -196,9 +203,14 @@ impl DocumentState {
     /// Cost is in proportion to the update (plus what is pending, which is bounded): nothing
     /// here re-encodes the whole document.
     pub fn apply_update(&mut self, update: &[u8]) -> Result<Applied, DocError> {
-        self.check(update)?;
+        // A client's structs that start past what the document has of that client leave a
+        // hole. Yjs keeps such structs pending; yrs integrates those without dependencies after
+        // a Skip, so the document's state vector does not move and they appear in no change
+        // set until the hole is filled. They are in the document all the same, so the update
+        // must be logged like a pending one, or an acknowledged update would not be durable.
+        let leaves_hole = self.check(update)?;
         let decoded = Self::decode(update)?;
-        if self.pending_bytes > 0 && self.has_pending() {
+        if self.pending_bytes > 0 && (self.has_pending() || leaves_hole) {
             let waiting = self.pending_bytes.saturating_add(update.len());
             if waiting > self.limits.max_pending_bytes {
                 return Err(DocError::TooMuchPending(self.pending_bytes));
@@ -215,6 +227,7 @@ impl DocumentState {
         }))
         .map_err(|_| DocError::Poisoned)??;
         let (changes, pending) = outcome;
+        let pending = pending || leaves_hole;
         self.pending_bytes = if pending {
             self.pending_bytes.saturating_add(update.len())
         } else {

@@ -92,10 +92,27 @@ impl Default for Limits {
     }
 }
 
+/// What a checked update holds, as far as its caller needs to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Per client of the update: the clock its structs start at.
+    pub starts: Vec<Id>,
+}
+
 /// Checks a Yjs v1 update that is about to be applied to the document `tree` describes.
-pub fn check_update(bytes: &[u8], limits: &Limits, tree: &mut dyn Tree) -> Result<(), Refusal> {
+pub fn check_update(
+    bytes: &[u8],
+    limits: &Limits,
+    tree: &mut dyn Tree,
+) -> Result<Checked, Refusal> {
     let parsed = structs::parse_update(bytes, limits.max_nesting_depth)?;
-    nesting::check_nesting(&parsed, tree, limits.max_nesting_depth)
+    nesting::check_nesting(&parsed, tree, limits.max_nesting_depth)?;
+    let starts = parsed
+        .clients
+        .iter()
+        .filter_map(|c| c.structs.first().map(|s| s.id))
+        .collect();
+    Ok(Checked { starts })
 }
 
 /// Checks only the encoding of an update (not where its items would go): for what yrs itself

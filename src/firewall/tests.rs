@@ -17,7 +17,7 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn check_alone(bytes: &[u8]) -> Result<(), Refusal> {
-    check_update(bytes, &Limits::default(), &mut EmptyTree)
+    check_update(bytes, &Limits::default(), &mut EmptyTree).map(|_| ())
 }
 
 fn full_state(doc: &Doc) -> Vec<u8> {
@@ -265,4 +265,25 @@ fn malformed_structure_is_refused() {
         check_alone(&[0xff, 0xff, 0x03, 0]),
         Err(Refusal::CountTooLarge { .. })
     ));
+}
+
+#[test]
+fn structs_after_a_hole_are_logged_and_types_cannot_hang_from_the_hole() {
+    // Found by the update_sequence fuzzer: a string of client 0 starting at clock 1 (clock 0
+    // never sent). yrs integrates it after a Skip without moving the state vector, so it must
+    // still be logged; and a nested type placed next to the hole (0, 0) must be refused, or
+    // the document's full state would hold a type no fresh document can place.
+    let mut state = crate::document::DocumentState::new();
+    let after_hole = state
+        .apply_update(&hex("010100010401086a736f6e726f6f740361620000"))
+        .unwrap();
+    assert!(after_hole.store, "an update after a hole is logged");
+    assert!(matches!(
+        state.apply_update(&hex("01010004c7000000000600")),
+        Err(crate::document::DocError::Refused(Refusal::UnknownParent))
+    ));
+    let full = state.encode_state().unwrap();
+    crate::document::DocumentState::new()
+        .apply_update(&full)
+        .unwrap();
 }

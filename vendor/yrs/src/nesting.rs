@@ -17,10 +17,11 @@ use crate::types::TypePtr;
 /// Where a block sits, as seen by a validator that must bound nesting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NestingLookup {
-    /// No integrated block holds this id (it may be pending, or never sent).
+    /// No integrated block holds this id (it may be pending, never sent, or inside a Skip:
+    /// the hole yrs leaves before a struct it integrated out of order).
     Missing,
-    /// A garbage-collected (or skipped) range: whatever attaches to it is collected as well, so
-    /// it adds no nesting.
+    /// A garbage-collected range: whatever attaches to it is collected as well, so it adds no
+    /// nesting.
     Collected,
     /// An integrated item. `parent_depth` counts the nested types above it (0 = directly inside
     /// a root type), capped at the `cap` given to the query; `is_type` tells whether the item
@@ -39,7 +40,8 @@ impl Store {
             return NestingLookup::Missing;
         };
         match block.as_ref() {
-            Block::GC(_) | Block::Skip(_) => NestingLookup::Collected,
+            Block::GC(_) => NestingLookup::Collected,
+            Block::Skip(_) => NestingLookup::Missing,
             Block::Item(item) => {
                 let is_type = matches!(item.content, crate::block::ItemContent::Type(_));
                 let parent_depth = match &item.parent {
