@@ -493,6 +493,40 @@ pub(super) mod tests {
         assert_eq!(text(&state).len(), 1 << 20);
     }
 
+    /// Found by the update_sequence fuzzer: a client re-using ids with different content, once
+    /// pending (behind a missing dependency) and once integrated. The late joiner must load
+    /// exactly what the document holds (yrs merged the stale pending copy in first).
+    #[test]
+    fn ids_reused_with_other_content_do_not_split_late_joiners_from_the_document() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let sequences: [&[&str]; 2] = [
+            &[
+                "0102650004010474657874016144b9600004c3a9626200",
+                "01010200c465006501016200",
+                "0101020004010009e4b8ade69687e280a800",
+            ],
+            &[
+                "0101000081b96000040100010301",
+                "0102000004010764656661756c74020d0a04010764656661756c74016200",
+            ],
+        ];
+        for sequence in sequences {
+            let mut state = DocumentState::new();
+            for update in sequence {
+                let _ = state.apply_update(&hex(update));
+            }
+            let mut joiner = DocumentState::new();
+            joiner.apply_update(&state.encode_state().unwrap()).unwrap();
+            let sv = |s: &DocumentState| s.doc.transact().state_vector();
+            assert_eq!(sv(&joiner), sv(&state), "{sequence:?}");
+        }
+    }
+
     #[cfg(feature = "server")]
     #[test]
     fn restore_rebuilds_and_skips_corrupt_entries() {

@@ -945,7 +945,27 @@ impl<'doc> TransactionMut<'doc> {
                     }
                     pending.update = Update::merge_updates(vec![pending.update, remaining.update]);
                 }
-                Some(pending)
+                // zedi-sync patch: what is integrated now wins over pending structs with the
+                // same ids. A client that re-used ids with different content could leave a
+                // pending struct behind for ids the store already holds; encoding the document
+                // then merged that stale copy in front of the integrated one (merge keeps the
+                // first copy of an id), so a late joiner loaded different content than the
+                // server holds. Trimmed pending structs may now have all their dependencies
+                // (a trimmed item is re-anchored on the integrated part), so retry.
+                let known = store.blocks.known_state(&pending.update.blocks);
+                if !known.is_empty() {
+                    let before = pending.update.state_vector_lower();
+                    pending.update.blocks.exclude(&known);
+                    if pending.update.state_vector_lower() != before {
+                        retry = true;
+                    }
+                }
+                if pending.update.blocks.is_empty() {
+                    // Everything pending is known: only a pending delete set may remain.
+                    None
+                } else {
+                    Some(pending)
+                }
             } else {
                 remaining
             };
