@@ -9,7 +9,8 @@
 //! - a pool of 1–4 client ids, mostly small, sometimes huge (2^32, 2^53 and above, u64::MAX), and
 //!   now and then a client outside the pool;
 //! - per client section a clock that continues where that client stopped, skips ahead (a gap: the
-//!   update stays pending), restarts at 0, overlaps what was sent, or sits near u32::MAX; now and
+//!   update stays pending), fills the first gap left earlier (with a long struct also overlapping
+//!   what waits behind it), restarts at 0, overlaps what was sent, or sits near u32::MAX; now and
 //!   then a declared struct or client count that disagrees with what follows;
 //! - GC and Skip structs and items of every content kind (Deleted, JSON, Binary, String, Embed,
 //!   Format, Type, Any, Doc, and unknown refs) with zero, normal and odd lengths: JSON whose
@@ -240,6 +241,26 @@ impl World {
         self.next.get(&client).copied().unwrap_or(0)
     }
 
+    /// The first clock of `client` that no struct written so far covers: where a gap starts
+    /// when an earlier update skipped ahead (and so stays pending).
+    fn first_hole(&self, client: u64) -> u32 {
+        let mut ranges: Vec<(u32, u32)> = self
+            .written
+            .iter()
+            .filter(|w| w.client == client && w.len > 0)
+            .map(|w| (w.clock, w.clock.saturating_add(w.len)))
+            .collect();
+        ranges.sort_unstable();
+        let mut covered = 0;
+        for (start, end) in ranges {
+            if start > covered {
+                break;
+            }
+            covered = covered.max(end);
+        }
+        covered
+    }
+
     fn client(&self, src: &mut Src) -> u64 {
         if src.rare(16) {
             100 + src.below(4) as u64
@@ -292,11 +313,14 @@ impl World {
         for _ in 0..sections {
             let client = self.client(src);
             let next = self.next_clock(client);
-            let clock = match src.pick(&[160, 40, 40, 25, 6]) {
+            let clock = match src.pick(&[150, 40, 30, 25, 40, 6]) {
                 0 => next,
                 1 => next.saturating_add(1 + src.below(4) as u32),
                 2 => 0,
                 3 => next.saturating_sub(1 + src.below(3) as u32),
+                // Fill the first gap (the pending update waiting for it may then integrate);
+                // with a long enough struct this also overlaps what waits after the gap.
+                4 => self.first_hole(client),
                 _ => u32::MAX - src.below(4) as u32,
             };
             let structs = 1 + src.pick(&[100, 60, 30, 20]);
