@@ -183,8 +183,16 @@ impl DocumentState {
             cap: self.limits.firewall.max_nesting_depth.saturating_add(1),
             cache: HashMap::new(),
         };
-        let checked = firewall::check_update(update, &self.limits.firewall, &mut tree)
-            .map_err(DocError::Refused)?;
+        // What waits for missing predecessors takes part in reference cycles too. Encoding it
+        // costs in proportion to what is pending, which `max_pending_bytes` bounds.
+        let pending = txn.store().pending_update().map(|p| p.update.encode_v1());
+        let checked = firewall::check_update_with_pending(
+            update,
+            pending.as_deref(),
+            &self.limits.firewall,
+            &mut tree,
+        )
+        .map_err(DocError::Refused)?;
         let known = txn.state_vector();
         Ok(checked
             .starts
@@ -525,6 +533,32 @@ pub(super) mod tests {
             let sv = |s: &DocumentState| s.doc.transact().state_vector();
             assert_eq!(sv(&joiner), sv(&state), "{sequence:?}");
         }
+    }
+
+    /// Found by the update_sequence fuzzer: two structs that stay pending because each one's
+    /// origin is inside the other (sent in different updates). The second one is refused, so the
+    /// document's full state (which carries pending structs) still loads through the firewall,
+    /// as a restore from a snapshot must.
+    #[test]
+    fn a_reference_cycle_through_pending_structs_is_refused() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let mut state = DocumentState::new();
+        // (103, 0) "a" after (0, 5): pending, client 0 is unknown.
+        state.apply_update(&hex("01016700840005016100")).unwrap();
+        // Client 0 from clock 0: "b", then "hello" (clocks 1..=5) after (103, 0): a cycle.
+        let closing =
+            "0103000004010764656661756c7401628467000568656c6c6f04010764656661756c74016100";
+        assert_eq!(
+            state.apply_update(&hex(closing)),
+            Err(DocError::Refused(Refusal::CyclicReference))
+        );
+        let full = state.encode_state().unwrap();
+        DocumentState::new().apply_update(&full).unwrap();
     }
 
     #[cfg(feature = "server")]

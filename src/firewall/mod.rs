@@ -105,8 +105,22 @@ pub fn check_update(
     limits: &Limits,
     tree: &mut dyn Tree,
 ) -> Result<Checked, Refusal> {
+    check_update_with_pending(bytes, None, limits, tree)
+}
+
+/// As [`check_update`], for a document that holds `pending` (its pending structs as one Yjs v1
+/// update, as yrs encodes them): references through those are followed too.
+pub fn check_update_with_pending(
+    bytes: &[u8],
+    pending: Option<&[u8]>,
+    limits: &Limits,
+    tree: &mut dyn Tree,
+) -> Result<Checked, Refusal> {
     let parsed = structs::parse_update(bytes, limits.max_nesting_depth)?;
-    nesting::check_nesting(&parsed, tree, limits.max_nesting_depth)?;
+    // yrs wrote the pending bytes from structs that passed here before; if they do not parse,
+    // that is not this update's fault, and cycle checks fall back to the update alone.
+    let pending = pending.and_then(|p| structs::parse_update(p, limits.max_nesting_depth).ok());
+    nesting::check_nesting(&parsed, pending.as_ref(), tree, limits.max_nesting_depth)?;
     let starts = parsed
         .clients
         .iter()

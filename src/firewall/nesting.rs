@@ -44,40 +44,55 @@ enum Link {
     Node(usize, u32),
 }
 
+/// The structs of the update and of what the document holds pending, numbered as one list of
+/// nodes (the update's first). The update is searched first: its structs are what yrs is
+/// about to integrate.
 struct Index<'a> {
-    update: &'a ParsedUpdate,
-    /// Client id → position in `update.clients`.
-    clients: HashMap<u64, usize>,
-    /// Flat node number of each client's first struct.
-    first_node: Vec<usize>,
+    layers: Vec<&'a ParsedUpdate>,
+    /// Per layer: client id → (position in that layer's `clients`, node number of its first
+    /// struct).
+    clients: Vec<HashMap<u64, (usize, usize)>>,
 }
 
 impl<'a> Index<'a> {
-    fn new(update: &'a ParsedUpdate) -> Self {
-        let mut clients = HashMap::with_capacity(update.clients.len());
-        let mut first_node = Vec::with_capacity(update.clients.len());
+    fn new(layers: Vec<&'a ParsedUpdate>) -> Self {
         let mut next = 0;
-        for (i, c) in update.clients.iter().enumerate() {
-            clients.insert(c.client, i);
-            first_node.push(next);
-            next += c.structs.len();
-        }
-        Index {
-            update,
-            clients,
-            first_node,
-        }
+        let clients = layers
+            .iter()
+            .map(|layer| {
+                let mut map = HashMap::with_capacity(layer.clients.len());
+                for (i, c) in layer.clients.iter().enumerate() {
+                    map.insert(c.client, (i, next));
+                    next += c.structs.len();
+                }
+                map
+            })
+            .collect();
+        Index { layers, clients }
     }
 
-    /// The struct of this update holding `id`, as (flat node number, kind).
+    fn nodes(&self) -> Vec<&'a StructKind> {
+        self.layers
+            .iter()
+            .flat_map(|layer| layer.clients.iter())
+            .flat_map(|c| c.structs.iter().map(|s| &s.kind))
+            .collect()
+    }
+
+    /// The struct holding `id`, as (node number, kind).
     fn find(&self, id: Id) -> Option<(usize, &'a StructKind)> {
-        let &ci = self.clients.get(&id.client)?;
-        let structs = &self.update.clients[ci].structs;
-        // Structs are contiguous in clock order: the last one starting at or before the clock.
-        let pos = structs.partition_point(|s| s.id.clock <= id.clock);
-        let s = structs.get(pos.checked_sub(1)?)?;
-        let end = u64::from(s.id.clock) + u64::from(s.len);
-        (u64::from(id.clock) < end).then(|| (self.first_node[ci] + pos - 1, &s.kind))
+        self.layers
+            .iter()
+            .zip(&self.clients)
+            .find_map(|(layer, clients)| {
+                let &(ci, first) = clients.get(&id.client)?;
+                let structs = &layer.clients[ci].structs;
+                // Contiguous in clock order: the last struct starting at or before the clock.
+                let pos = structs.partition_point(|s| s.id.clock <= id.clock);
+                let s = structs.get(pos.checked_sub(1)?)?;
+                let end = u64::from(s.id.clock) + u64::from(s.len);
+                (u64::from(id.clock) < end).then(|| (first + pos - 1, &s.kind))
+            })
     }
 }
 
@@ -115,18 +130,18 @@ fn link(index: &Index<'_>, tree: &mut dyn Tree, anchor: &Anchor) -> Link {
 }
 
 /// Refuses an update whose shared types would nest deeper than `max_depth`, whose nested types
-/// hang from parents that exist nowhere, or whose references form a cycle.
+/// hang from parents that exist nowhere, or whose references form a cycle — also a cycle
+/// through structs the document holds pending (`pending`), which no integration can resolve
+/// and which the document's own encoding (pending included) would then carry.
 pub fn check_nesting(
     update: &ParsedUpdate,
+    pending: Option<&ParsedUpdate>,
     tree: &mut dyn Tree,
     max_depth: u32,
 ) -> Result<(), Refusal> {
-    let index = Index::new(update);
-    let nodes: Vec<&StructKind> = update
-        .clients
-        .iter()
-        .flat_map(|c| c.structs.iter().map(|s| &s.kind))
-        .collect();
+    let index = Index::new(std::iter::once(update).chain(pending).collect());
+    let nodes = index.nodes();
+    let update_nodes: usize = update.clients.iter().map(|c| c.structs.len()).sum();
     let mut resolved: Vec<Option<Option<u32>>> = vec![None; nodes.len()];
     let mut visiting = vec![false; nodes.len()];
     let mut path: Vec<(usize, u32)> = Vec::new();
@@ -168,7 +183,8 @@ pub fn check_nesting(
             resolved[node] = Some(value);
         }
     }
-    for (node, kind) in nodes.iter().enumerate() {
+    // Depth is the new update's business: pending types were checked when they arrived.
+    for (node, kind) in nodes.iter().enumerate().take(update_nodes) {
         if let StructKind::Item { is_type: true, .. } = kind {
             match resolved[node].flatten() {
                 None => return Err(Refusal::UnknownParent),
