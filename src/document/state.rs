@@ -526,7 +526,10 @@ pub(super) mod tests {
         for sequence in sequences {
             let mut state = DocumentState::new();
             for update in sequence {
+                // As the fuzzer (and a read-only connection, and a handshake) would interleave.
+                let _ = state.contains_update(&hex(update));
                 let _ = state.apply_update(&hex(update));
+                let _ = state.sync_step1_reply(&[0]);
             }
             let mut joiner = DocumentState::new();
             joiner.apply_update(&state.encode_state().unwrap()).unwrap();

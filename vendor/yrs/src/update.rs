@@ -351,20 +351,19 @@ impl Update {
                         next =
                             picker.switch(stack_head, &missing, |c| txn.store.blocks.get_clock(c));
                         continue;
+                    } else if offset < 0 {
+                        // zedi-sync patch: a block sent out of order (earlier blocks of its
+                        // client are missing) waits for them, as in Yjs. Upstream integrates it
+                        // after a Skip for the hole instead; the state vector then does not
+                        // cover it, so it appears in no change set (never relayed or stored by
+                        // a server that logs changes), and a fresh document loading this one's
+                        // encoding integrates a different set of blocks than it holds.
+                        next = picker.switch(stack_head, &id.client, |c| {
+                            txn.store.blocks.get_clock(c)
+                        });
+                        continue;
                     } else {
                         // block has no missing dependencies, therefore we can integrate it right away
-                        if offset < 0 {
-                            // Block was send out of order (previous blocks from the same client are
-                            // missing), however since it has no dependency on them, it's still safe
-                            // to integrate. For that we prepend the missing hole with a Skip block.
-                            txn.integrate_skip(
-                                BlockRange::new(
-                                    ID::new(id.client, *local_clock),
-                                    offset.unsigned_abs() as u32,
-                                ),
-                                0,
-                            );
-                        }
                         txn.integrate(stack_head, 0);
                         *local_clock = (*local_clock).max(id.clock + len);
                     }
