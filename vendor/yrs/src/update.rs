@@ -345,22 +345,25 @@ impl Update {
                     // negative clock, a positive offset and no Skip for the hole before it)
                     let offset = (*local_clock as i64) - (id.clock as i64);
 
-                    if let Some(missing) =
-                        Self::missing_dependency(&mut stack_head, &mut txn.store)?
-                    {
-                        next =
-                            picker.switch(stack_head, &missing, |c| txn.store.blocks.get_clock(c));
-                        continue;
-                    } else if offset < 0 {
+                    if offset < 0 {
                         // zedi-sync patch: a block sent out of order (earlier blocks of its
                         // client are missing) waits for them, as in Yjs. Upstream integrates it
                         // after a Skip for the hole instead; the state vector then does not
                         // cover it, so it appears in no change set (never relayed or stored by
                         // a server that logs changes), and a fresh document loading this one's
-                        // encoding integrates a different set of blocks than it holds.
+                        // encoding integrates a different set of blocks than it holds. Checked
+                        // before `missing_dependency`, which repairs the block's fields for
+                        // integration (a pending block must keep them as they were sent).
                         next = picker.switch(stack_head, &id.client, |c| {
                             txn.store.blocks.get_clock(c)
                         });
+                        continue;
+                    }
+                    if let Some(missing) =
+                        Self::missing_dependency(&mut stack_head, &mut txn.store)?
+                    {
+                        next =
+                            picker.switch(stack_head, &missing, |c| txn.store.blocks.get_clock(c));
                         continue;
                     } else {
                         // block has no missing dependencies, therefore we can integrate it right away
