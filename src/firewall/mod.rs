@@ -11,10 +11,10 @@
 //! - item contents exactly as Yjs reads them (JSON strings that parse, the declared number of
 //!   them, strings that are UTF-8, no zero-length items, no sub-documents, no type kinds that
 //!   yrs and Yjs encode differently, no BigInt that yrs would turn into a number);
-//! - no client listed twice, no reference into an item's own future, no reference cycles,
-//!   no trailing bytes;
+//! - no client listed twice, no reference into an item's own future, no trailing bytes;
 //! - shared types nested at most `max_nesting_depth` deep, counting what the document already
-//!   holds ([`Tree`]), and never hung from a parent that exists nowhere.
+//!   holds ([`Tree`]), and never hung from a parent that exists nowhere or from a reference
+//!   cycle. (A cycle of plain items is left to yrs, which keeps it pending as Yjs does.)
 //!
 //! Canonical input is what makes "decode → re-encode gives the same bytes" hold without doing
 //! it: each field is checked to be in the one form Yjs's encoder writes.
@@ -65,8 +65,6 @@ pub enum Refusal {
     DuplicateClient { at: usize, client: u64 },
     #[error("item at byte {at} refers to itself or to a later item of its own client")]
     SelfReference { at: usize },
-    #[error("items refer to each other in a cycle")]
-    CyclicReference,
     #[error(
         "a nested type is placed in a parent that is neither in the document nor in the update"
     )]

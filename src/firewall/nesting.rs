@@ -4,7 +4,7 @@
 //! depends on references: an explicit parent id, or an origin whose item's parent is inherited.
 //! Those references lead into the same update or into the document (asked through [`Tree`]).
 //! Following them is a walk along chains, memoized, so the cost is linear in the update; a
-//! chain that comes back to itself is a cycle no honest client can write.
+//! chain that comes back to itself (a cycle no honest client writes) leads nowhere known.
 
 use std::collections::HashMap;
 
@@ -129,10 +129,10 @@ fn link(index: &Index<'_>, tree: &mut dyn Tree, anchor: &Anchor) -> Link {
     }
 }
 
-/// Refuses an update whose shared types would nest deeper than `max_depth`, whose nested types
-/// hang from parents that exist nowhere, or whose references form a cycle — also a cycle
-/// through structs the document holds pending (`pending`), which no integration can resolve
-/// and which the document's own encoding (pending included) would then carry.
+/// Refuses an update whose shared types would nest deeper than `max_depth`, or whose nested
+/// types hang from parents that exist nowhere or from a reference cycle. References are
+/// followed through the update, the document (`tree`) and what the document holds pending
+/// (`pending`), so a type placed beside a pending struct is judged by where that one goes.
 pub fn check_nesting(
     update: &ParsedUpdate,
     pending: Option<&ParsedUpdate>,
@@ -156,7 +156,10 @@ pub fn check_nesting(
                 break known;
             }
             if visiting[current] {
-                return Err(Refusal::CyclicReference);
+                // A reference cycle: no struct on it can ever be placed (yrs, like Yjs, keeps
+                // them pending). Harmless for plain content, so only a nested type on such a
+                // chain is refused below, as having no known parent.
+                break None;
             }
             visiting[current] = true;
             let anchor = match nodes[current] {

@@ -215,21 +215,35 @@ fn a_nested_type_needs_a_known_parent() {
 }
 
 #[test]
-fn reference_cycles_between_clients_are_refused() {
-    // Client 2's string item sits beside client 1's, and client 1's beside client 2's.
-    let mut out = Vec::new();
-    var(&mut out, 2);
-    for (client, other) in [(2u64, 1u64), (1, 2)] {
-        var(&mut out, 1);
-        var(&mut out, client);
-        var(&mut out, 0);
-        out.push(0x84); // String | origin
-        var(&mut out, other);
-        var(&mut out, 0);
-        string(&mut out, "x");
-    }
-    out.push(0);
-    assert_eq!(check_alone(&out), Err(Refusal::CyclicReference));
+fn reference_cycles_leave_plain_items_pending_and_refuse_types() {
+    // Client 2's item sits beside client 1's, and client 1's beside client 2's.
+    let cycle = |kind: u8, content: &[u8]| {
+        let mut out = Vec::new();
+        var(&mut out, 2);
+        for (client, other) in [(2u64, 1u64), (1, 2)] {
+            var(&mut out, 1);
+            var(&mut out, client);
+            var(&mut out, 0);
+            out.push(0x80 | kind); // origin
+            var(&mut out, other);
+            var(&mut out, 0);
+            out.extend_from_slice(content);
+        }
+        out.push(0);
+        out
+    };
+    let strings = cycle(0x04, b"\x01x");
+    assert_eq!(check_alone(&strings), Ok(()));
+    // yrs keeps them pending (and does not loop or crash); a late joiner loads the state.
+    let mut state = crate::document::DocumentState::new();
+    let applied = state.apply_update(&strings).unwrap();
+    assert!(applied.store && applied.broadcast.is_none());
+    let full = state.encode_state().unwrap();
+    crate::document::DocumentState::new()
+        .apply_update(&full)
+        .unwrap();
+    // A nested type on such a chain has no place at all.
+    assert_eq!(check_alone(&cycle(0x07, &[1])), Err(Refusal::UnknownParent));
 }
 
 #[test]

@@ -28,8 +28,8 @@ fn fold_limits() -> DocumentLimits {
 /// An entry the firewall refuses (one stored before the firewall existed) fails the fold, and
 /// the caller keeps the log as it is: loading skips such an entry the same way, so the live
 /// document is unaffected, and nothing in the log is ever folded away unread. The folded state
-/// must itself pass the firewall's encoding check too: a snapshot a fresh client could not
-/// read is never written.
+/// must itself load through the firewall into the same state vector: a snapshot a restore
+/// could not read back is never written.
 pub fn fold_updates<'a>(
     snapshot: Option<&'a [u8]>,
     updates: impl IntoIterator<Item = &'a [u8]>,
@@ -43,8 +43,15 @@ pub fn fold_updates<'a>(
     let folded = doc
         .encode_state()
         .map_err(|_| "the folded document cannot be encoded".to_string())?;
-    firewall::check_encoding(&folded, &limits.firewall)
-        .map_err(|e| format!("the folded document would not be readable: {e}"))?;
+    // The snapshot replaces the log, so it must load exactly as the document stands: through
+    // the firewall (as a restore does) into the same state vector.
+    let mut reloaded = DocumentState::with_limits(limits);
+    reloaded
+        .apply_update(&folded)
+        .map_err(|e| format!("the folded document would not load: {e}"))?;
+    if reloaded.state_vector() != doc.state_vector() {
+        return Err("the folded document would load differently".into());
+    }
     Ok(folded)
 }
 

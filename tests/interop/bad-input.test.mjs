@@ -94,14 +94,30 @@ test('unknown message type 42 after auth closes the socket with 4205', async (t)
   await assertStillWorking(pair);
 });
 
-test('undecodable Yjs update after auth closes the socket with 4205, document intact', async (t) => {
+test('undecodable Yjs update after auth is refused: SyncStatus 0 and CLOSE for that document, then 4205 on the third', async (t) => {
   if (skipInReference(t, 'y-protocols in Hocuspocus 4.7 logs and swallows an undecodable update; the socket stays open')) return;
   const pair = await healthyPair(server, uniqueDoc('bad-update'));
   const raw = await RawClient.connect(server.url);
-  await raw.auth(pair.name);
-  await raw.syncHandshake(pair.name);
-  // A Yjs v1 update that says 5 clients follow, then ends in the middle of a varUint.
-  raw.send(updateFrame(pair.name, new Uint8Array([0x05, 0xff, 0xff])));
+  for (let attempt = 1; attempt <= 3; attempt += 1) {
+    await raw.auth(pair.name);
+    await raw.syncHandshake(pair.name);
+    const since = raw.mark();
+    // A Yjs v1 update that says 5 clients follow, then ends in the middle of a varUint.
+    raw.send(updateFrame(pair.name, new Uint8Array([0x05, 0xff, 0xff])));
+    const status = await raw.waitFrame((f) => f.address === pair.name && f.type === MT.SyncStatus, {
+      since,
+      message: `SyncStatus for refused update ${attempt}`,
+    });
+    assert.equal(status.sub, 0);
+    if (attempt < 3) {
+      // The document is closed for this socket only; the socket stays open.
+      await raw.waitFrame((f) => f.address === pair.name && f.type === MT.CLOSE, {
+        since,
+        message: `CLOSE after refused update ${attempt}`,
+      });
+    }
+  }
+  // limits.max_refused_updates (3): the third refusal closes the socket.
   await expectClose(raw, 4205);
   await assertStillWorking(pair);
 });
