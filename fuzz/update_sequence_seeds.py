@@ -188,6 +188,12 @@ SEEDS = {
         bytes.fromhex("020200008100008100000101000000feffffff0f00"),
         bytes.fromhex("0000"),
     ],
+    # transaction.rs:795 subtract overflow: a delete set of 14 ranges, some of length 0, over a
+    # 2-unit string.
+    "other-poisoned-transaction-795": [
+        bytes.fromhex("010100000401070000000000000004f09f988000"),
+        bytes.fromhex("0001000e00000001000000000000000700000000000000000000000000000000"),
+    ],
     # Memory leak (LeakSanitizer, run.sh keeps leak detection on): any subdocument (ContentDoc)
     # leaks the whole document when it is dropped (here: a subdoc "g" in root "default").
     "other-subdoc-leak": [bytes.fromhex("0101010009010764656661756c740167760000"), bytes.fromhex("0000")],
