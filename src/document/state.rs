@@ -212,10 +212,10 @@ impl DocumentState {
     /// here re-encodes the whole document.
     pub fn apply_update(&mut self, update: &[u8]) -> Result<Applied, DocError> {
         // A client's structs that start past what the document has of that client leave a
-        // hole. Yjs keeps such structs pending; yrs integrates those without dependencies after
-        // a Skip, so the document's state vector does not move and they appear in no change
-        // set until the hole is filled. They are in the document all the same, so the update
-        // must be logged like a pending one, or an acknowledged update would not be durable.
+        // hole. They wait for it (pending, as in Yjs; upstream yrs integrated them behind a
+        // Skip without moving the state vector, see vendor/yrs/PATCHES.md #13), and either way
+        // they appear in no change set until the hole is filled: the update is logged like a
+        // pending one, or an acknowledged update would not be durable.
         let leaves_hole = self.check(update)?;
         let decoded = Self::decode(update)?;
         if self.pending_bytes > 0 && (self.has_pending() || leaves_hole) {
