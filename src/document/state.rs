@@ -511,12 +511,7 @@ pub(super) mod tests {
     /// exactly what the document holds (yrs merged the stale pending copy in first).
     #[test]
     fn ids_reused_with_other_content_do_not_split_late_joiners_from_the_document() {
-        let hex = |s: &str| -> Vec<u8> {
-            (0..s.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-                .collect()
-        };
+        use crate::firewall::tests::hex;
         let sequences: [&[&str]; 2] = [
             &[
                 "0102650004010474657874016144b9600004c3a9626200",
@@ -549,12 +544,7 @@ pub(super) mod tests {
     /// as a restore from a snapshot must.
     #[test]
     fn a_reference_cycle_through_pending_structs_stays_pending_and_reloads() {
-        let hex = |s: &str| -> Vec<u8> {
-            (0..s.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-                .collect()
-        };
+        use crate::firewall::tests::hex;
         let mut state = DocumentState::new();
         // (103, 0) "a" after (0, 5): pending, client 0 is unknown.
         state.apply_update(&hex("01016700840005016100")).unwrap();

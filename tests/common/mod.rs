@@ -197,34 +197,11 @@ impl Client {
         );
     }
 
-    /// Next binary frame or close, skipping pings, within `timeout`.
+    /// Next binary frame or close, skipping pings, within `timeout`; a broken connection
+    /// fails the test.
     pub fn recv(&mut self, timeout: Duration) -> Received {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Ok(WsMessage::Binary(b)) if b.as_ref() == protocol::PING_FRAME => continue,
-                Ok(WsMessage::Binary(b)) => return Received::Frame(b.to_vec()),
-                Ok(WsMessage::Close(frame)) => {
-                    return Received::Closed(
-                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-                    );
-                }
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Received::Closed(None);
-                }
-                Err(e) => panic!("websocket error: {e}"),
-            }
-        }
-        Received::TimedOut
+        self.try_recv(timeout)
+            .unwrap_or_else(|e| panic!("websocket error: {e}"))
     }
 
     /// Reads frames until one matches `pred` (bounded); returns the frame.
