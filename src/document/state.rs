@@ -103,9 +103,11 @@ impl Tree for StoreTree<'_> {
             NestingLookup::Item {
                 parent_depth,
                 is_type,
+                is_deleted,
             } => Placement::Item {
                 parent_depth,
                 is_type,
+                is_deleted,
             },
         }
     }

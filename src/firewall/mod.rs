@@ -11,7 +11,9 @@
 //! - item contents exactly as Yjs reads them (JSON strings that parse, the declared number of
 //!   them, strings that are UTF-8, no zero-length items, no sub-documents, no type kinds that
 //!   yrs and Yjs encode differently, no BigInt that yrs would turn into a number);
-//! - no client listed twice, no reference into an item's own future, no trailing bytes;
+//! - no client listed twice, no reference into an item's own future, no trailing bytes, no
+//!   item placed inside content that is not a shared type (yrs keeps it but cannot decode the
+//!   document's encoding afterwards; Yjs throws);
 //! - shared types nested at most `max_nesting_depth` deep, counting what the document already
 //!   holds ([`Tree`]), and never hung from a parent that exists nowhere or from a reference
 //!   cycle. (A cycle of plain items is left to yrs, which keeps it pending as Yjs does.)
@@ -69,6 +71,8 @@ pub enum Refusal {
         "a nested type is placed in a parent that is neither in the document nor in the update"
     )]
     UnknownParent,
+    #[error("an item is placed inside content that is not a shared type")]
+    ParentNotAType,
     #[error("nesting {depth} deep is over the limit")]
     NestingTooDeep { at: usize, depth: u64 },
     #[error("{count} bytes after the end at byte {at}")]

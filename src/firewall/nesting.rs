@@ -18,8 +18,13 @@ pub enum Placement {
     Missing,
     /// In a garbage-collected range: whatever is placed relative to it is collected too.
     Collected,
-    /// An integrated item, `parent_depth` types deep; `is_type` if it is a shared type itself.
-    Item { parent_depth: u32, is_type: bool },
+    /// An integrated item, `parent_depth` types deep; `is_type` if it is a shared type itself,
+    /// `is_deleted` if its content is gone.
+    Item {
+        parent_depth: u32,
+        is_type: bool,
+        is_deleted: bool,
+    },
 }
 
 /// Read access to the document an update is about to be applied to.
@@ -96,9 +101,9 @@ impl<'a> Index<'a> {
     }
 }
 
-fn link(index: &Index<'_>, tree: &mut dyn Tree, anchor: &Anchor) -> Link {
+fn link(index: &Index<'_>, tree: &mut dyn Tree, anchor: &Anchor) -> Result<Link, Refusal> {
     let (id, as_parent) = match anchor {
-        Anchor::Root => return Link::Known(Some(0)),
+        Anchor::Root => return Ok(Link::Known(Some(0))),
         Anchor::Parent(id) => (*id, true),
         Anchor::Beside(id) => (*id, false),
     };
@@ -107,26 +112,38 @@ fn link(index: &Index<'_>, tree: &mut dyn Tree, anchor: &Anchor) -> Link {
         Placement::Item {
             parent_depth,
             is_type,
+            is_deleted,
         } => {
-            return Link::Known(Some(match (as_parent, is_type) {
-                (false, _) => parent_depth,
-                (true, true) => parent_depth.saturating_add(1),
-                // Placed inside something that is not a type: yrs collects it.
-                (true, false) => 0,
-            }));
+            return match (as_parent, is_type, is_deleted) {
+                (false, _, _) => Ok(Link::Known(Some(parent_depth))),
+                (true, true, _) => Ok(Link::Known(Some(parent_depth.saturating_add(1)))),
+                // Inside a deleted type: collected with it.
+                (true, false, true) => Ok(Link::Known(Some(0))),
+                (true, false, false) => Err(Refusal::ParentNotAType),
+            };
         }
-        Placement::Collected => return Link::Known(Some(0)),
+        Placement::Collected => return Ok(Link::Known(Some(0))),
         Placement::Missing => {}
     }
-    match index.find(id) {
-        Some((node, StructKind::Item { is_type, .. })) => match (as_parent, is_type) {
-            (false, _) => Link::Node(node, 0),
-            (true, true) => Link::Node(node, 1),
-            (true, false) => Link::Known(Some(0)),
+    Ok(match index.find(id) {
+        Some((
+            node,
+            StructKind::Item {
+                is_type,
+                is_deleted,
+                ..
+            },
+        )) => match (as_parent, is_type, is_deleted) {
+            (false, _, _) => Link::Node(node, 0),
+            (true, true, _) => Link::Node(node, 1),
+            (true, false, true) => Link::Known(Some(0)),
+            // Neither Yjs nor yrs can place an item inside plain content: yrs refuses to
+            // decode the document's encoding afterwards, and Yjs throws on it.
+            (true, false, false) => return Err(Refusal::ParentNotAType),
         },
         Some((_, StructKind::Gc)) => Link::Known(Some(0)),
         Some((_, StructKind::Skip)) | None => Link::Known(None),
-    }
+    })
 }
 
 /// Refuses an update whose shared types would nest deeper than `max_depth`, or whose nested
@@ -170,7 +187,7 @@ pub fn check_nesting(
                     break Some(0);
                 }
             };
-            match link(&index, tree, anchor) {
+            match link(&index, tree, anchor)? {
                 Link::Known(known) => {
                     resolved[current] = Some(known);
                     break known;

@@ -42,6 +42,8 @@ pub enum StructKind {
     Item {
         anchor: Anchor,
         is_type: bool,
+        /// Its content is ContentDeleted: what is placed inside it is collected.
+        is_deleted: bool,
     },
 }
 
@@ -178,10 +180,15 @@ fn read_struct(
     }
     let len = read_content(r, kind_bits, max_depth)?;
     let is_type = kind_bits == super::content::CONTENT_TYPE;
+    let is_deleted = kind_bits == super::content::CONTENT_DELETED;
     Ok(Struct {
         id,
         len,
-        kind: StructKind::Item { anchor, is_type },
+        kind: StructKind::Item {
+            anchor,
+            is_type,
+            is_deleted,
+        },
     })
 }
 

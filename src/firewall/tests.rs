@@ -282,6 +282,39 @@ fn malformed_structure_is_refused() {
 }
 
 #[test]
+fn items_inside_plain_content_are_refused() {
+    // Found by the update_sequence fuzzer: a string item whose explicit parent is another
+    // string item. yrs kept it, then refused to decode the document's own encoding ("block
+    // parent must be deleted or shared ref type"), so no late joiner or restore could load it.
+    let mut state = crate::document::DocumentState::new();
+    state
+        .apply_update(&hex("01018f848080801e0004010764656661756c74016100"))
+        .unwrap();
+    let parent_is_text = "01028f848080801e000400b96000020d0a24008f848080801e01016b03e280a800";
+    assert_eq!(
+        state.apply_update(&hex(parent_is_text)),
+        Err(crate::document::DocError::Refused(Refusal::ParentNotAType))
+    );
+    // Inside a string of the document itself: refused too.
+    let mut inside_doc = Vec::new();
+    var(&mut inside_doc, 1);
+    var(&mut inside_doc, 1);
+    var(&mut inside_doc, 77);
+    var(&mut inside_doc, 0);
+    inside_doc.push(0x04);
+    var(&mut inside_doc, 0);
+    var(&mut inside_doc, (30 << 35) | (4 << 7) | 15);
+    var(&mut inside_doc, 0);
+    string(&mut inside_doc, "x");
+    inside_doc.push(0);
+    assert!(state.apply_update(&inside_doc).is_err());
+    let full = state.encode_state().unwrap();
+    crate::document::DocumentState::new()
+        .apply_update(&full)
+        .unwrap();
+}
+
+#[test]
 fn structs_after_a_hole_are_logged_and_types_cannot_hang_from_the_hole() {
     // Found by the update_sequence fuzzer: a string of client 0 starting at clock 1 (clock 0
     // never sent). yrs integrates it after a Skip without moving the state vector, so it must

@@ -25,8 +25,13 @@ pub enum NestingLookup {
     Collected,
     /// An integrated item. `parent_depth` counts the nested types above it (0 = directly inside
     /// a root type), capped at the `cap` given to the query; `is_type` tells whether the item
-    /// itself is a shared type (so children of it sit at `parent_depth + 1`).
-    Item { parent_depth: u32, is_type: bool },
+    /// itself is a shared type (so children of it sit at `parent_depth + 1`); `is_deleted`
+    /// whether its content is gone (a deleted type's children are collected with it).
+    Item {
+        parent_depth: u32,
+        is_type: bool,
+        is_deleted: bool,
+    },
 }
 
 impl Store {
@@ -44,6 +49,7 @@ impl Store {
             Block::Skip(_) => NestingLookup::Missing,
             Block::Item(item) => {
                 let is_type = matches!(item.content, crate::block::ItemContent::Type(_));
+                let is_deleted = matches!(item.content, crate::block::ItemContent::Deleted(_));
                 let parent_depth = match &item.parent {
                     TypePtr::Branch(branch) => branch_depth(*branch, cap, cache),
                     // An integrated item always has a branch parent; anything else is treated as
@@ -53,6 +59,7 @@ impl Store {
                 NestingLookup::Item {
                     parent_depth,
                     is_type,
+                    is_deleted,
                 }
             }
         }
