@@ -202,7 +202,8 @@ impl DocumentState {
             .any(|start| start.clock > known.get(&ClientID::new(start.client))))
     }
 
-    fn has_pending(&self) -> bool {
+    /// Whether structs or deletions wait for missing predecessors.
+    pub fn has_pending(&self) -> bool {
         let txn = self.doc.transact();
         txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
     }
