@@ -69,6 +69,18 @@ mod batch_tests {
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, Text, Transact, Update};
 
+    /// The "default" text of a fresh document that loaded `folded`.
+    fn loaded_text(folded: &[u8]) -> String {
+        let check = Doc::new();
+        check
+            .transact_mut()
+            .apply_update(Update::decode_v1(folded).unwrap())
+            .unwrap();
+        check
+            .get_or_insert_text("default")
+            .get_string(&check.transact())
+    }
+
     /// A long log, with deletions among the insertions,
     /// folds to exactly the writer's document.
     #[test]
@@ -87,16 +99,8 @@ mod batch_tests {
             log.push(txn.encode_update_v1());
         }
         let folded = super::fold_updates(None, log.iter().map(|u| u.as_slice())).unwrap();
-        let check = Doc::new();
-        check
-            .transact_mut()
-            .apply_update(Update::decode_v1(&folded).unwrap())
-            .unwrap();
         let expected = text.get_string(&doc.transact());
-        let got = check
-            .get_or_insert_text("default")
-            .get_string(&check.transact());
-        assert_eq!(got, expected);
+        assert_eq!(loaded_text(&folded), expected);
         assert!(!expected.is_empty());
     }
 
@@ -115,15 +119,7 @@ mod batch_tests {
             log.push(txn.encode_update_v1());
         }
         let folded = super::fold_updates(None, log.iter().map(|u| u.as_slice())).unwrap();
-        let check = Doc::new();
-        check
-            .transact_mut()
-            .apply_update(Update::decode_v1(&folded).unwrap())
-            .unwrap();
-        let got = check
-            .get_or_insert_text("default")
-            .get_string(&check.transact());
-        assert_eq!(got, "honest content");
+        assert_eq!(loaded_text(&folded), "honest content");
         // Finding 5's item: JSON content declaring no string, followed by the valid JSON "1"
         // (yrs 0.28.1 read one string more than declared).
         let poisoned: Vec<u8> = vec![
