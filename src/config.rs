@@ -216,6 +216,8 @@ pub struct CloudWatchSettings {
     pub interval_secs: u64,
     pub region: String,
     pub endpoint_url: String,
+    /// Second metric with the memory budget's use in percent; empty: not published.
+    pub memory_metric_name: String,
 }
 
 impl CloudWatchSettings {
@@ -257,6 +259,21 @@ pub struct Limits {
     pub max_pending_bytes: usize,
     /// Updates refused on one socket before the socket itself is closed (4205).
     pub max_refused_updates: u32,
+    /// Node-wide memory budget every large holder charges (see `crate::budget`).
+    pub memory_budget_bytes: usize,
+    /// Longest whole address (`name` or `name\0sessionId`), in bytes.
+    pub max_address_bytes: usize,
+    /// Bytes held before Auth by all sockets of one client address together.
+    pub max_preauth_bytes_per_address: usize,
+    /// Largest awareness state (the JSON of one client), in bytes.
+    pub max_awareness_state_bytes: usize,
+    /// Deepest nesting of arrays/objects inside one awareness state.
+    pub max_awareness_depth: u32,
+    /// Awareness client ids one connection may introduce per document.
+    pub max_awareness_clients_per_connection: usize,
+    /// A loaded document is charged its encoded size times this (yrs' in-memory form is larger
+    /// than the encoding).
+    pub document_memory_factor: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +281,10 @@ pub struct Limits {
 pub struct Timeouts {
     pub idle_ms: u64,
     pub ping_interval_ms: u64,
+    /// A socket with output pending that accepts no byte for this long is closed at once.
+    pub write_stall_ms: u64,
+    /// A socket with no authenticated document for this long is closed.
+    pub auth_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +458,63 @@ impl Settings {
         }
         if self.limits.max_refused_updates == 0 {
             return Err(invalid("limits.max_refused_updates", "must be > 0"));
+        }
+        let budget = self.limits.memory_budget_bytes;
+        if budget < 16 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.memory_budget_bytes",
+                "must be at least 16 MiB",
+            ));
+        }
+        // Per-socket and per-address bounds are shares of the budget: one client must never be
+        // able to hold all of it.
+        for (key, value) in [
+            ("limits.max_outbound_bytes", self.limits.max_outbound_bytes),
+            ("limits.max_preauth_bytes", self.limits.max_preauth_bytes),
+            (
+                "limits.max_preauth_bytes_per_address",
+                self.limits.max_preauth_bytes_per_address,
+            ),
+        ] {
+            if value == 0 || value > budget / 2 {
+                return Err(invalid(
+                    key,
+                    "must be > 0 and at most half of limits.memory_budget_bytes",
+                ));
+            }
+        }
+        if self.limits.max_preauth_bytes_per_address < self.limits.max_preauth_bytes {
+            return Err(invalid(
+                "limits.max_preauth_bytes_per_address",
+                "must be at least limits.max_preauth_bytes",
+            ));
+        }
+        if self.limits.max_address_bytes <= self.limits.max_document_name_bytes {
+            return Err(invalid(
+                "limits.max_address_bytes",
+                "must be larger than limits.max_document_name_bytes",
+            ));
+        }
+        if self.limits.max_awareness_state_bytes < 1024
+            || self.limits.max_awareness_depth == 0
+            || self.limits.max_awareness_clients_per_connection == 0
+        {
+            return Err(invalid(
+                "limits.max_awareness_state_bytes",
+                "awareness bounds must be > 0 (the state at least 1024 bytes)",
+            ));
+        }
+        if !(self.limits.document_memory_factor >= 1.0) {
+            return Err(invalid(
+                "limits.document_memory_factor",
+                "must be at least 1",
+            ));
+        }
+        if self.timeouts.write_stall_ms == 0 || self.timeouts.auth_ms == 0 {
+            return Err(invalid(
+                "timeouts.write_stall_ms",
+                "write_stall_ms and auth_ms must be > 0",
+            ));
         }
         if self.limits.max_document_bytes == 0 {
             return Err(invalid("limits.max_document_bytes", "must be > 0"));

@@ -17,6 +17,8 @@
 pub mod auth;
 pub mod awareness;
 #[cfg(feature = "server")]
+pub mod budget;
+#[cfg(feature = "server")]
 pub mod cloudwatch;
 #[cfg(feature = "server")]
 pub mod cluster;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 50 µs to 5 s: update apply is microseconds, an fsync milliseconds.
@@ -101,6 +101,11 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// labels: reason (node_full, address_full)
     pub connections_refused_total: IntCounterVec,
+    /// labels: holder (see `budget::Holder`)
+    pub memory_budget_used_bytes: IntGaugeVec,
+    pub memory_budget_limit_bytes: IntGauge,
+    /// labels: reason (see `budget::SHED_REASONS`)
+    pub memory_sheds_total: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -125,6 +130,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(c.clone()))
         .expect("unique metric name");
     c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric name");
+    g
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -282,6 +295,23 @@ impl Metrics {
                 "WebSocket upgrades refused by a connection limit.",
                 &["reason"],
             ),
+            memory_budget_used_bytes: gauge_vec(
+                &r,
+                "memory_budget_used_bytes",
+                "Memory charged to the node's budget, by holder.",
+                &["holder"],
+            ),
+            memory_budget_limit_bytes: gauge(
+                &r,
+                "memory_budget_limit_bytes",
+                "The node's memory budget (limits.memory_budget_bytes).",
+            ),
+            memory_sheds_total: counter_vec(
+                &r,
+                "memory_sheds_total",
+                "Connections, documents and sockets refused or closed to stay inside the memory budget, by reason.",
+                &["reason"],
+            ),
             registry: r,
         });
         metrics.initialise_series();
@@ -339,6 +369,13 @@ impl Metrics {
         }
         for reason in ["node_full", "address_full"] {
             self.connections_refused_total.with_label_values(&[reason]);
+        }
+        for holder in crate::budget::Holder::ALL {
+            self.memory_budget_used_bytes
+                .with_label_values(&[holder.as_str()]);
+        }
+        for reason in crate::budget::SHED_REASONS {
+            self.memory_sheds_total.with_label_values(&[reason]);
         }
         for result in ["ok", "error"] {
             self.cloudwatch_publish_total.with_label_values(&[result]);

@@ -10,6 +10,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{App, web};
 
 use crate::auth::Authorizer;
+use crate::budget::MemoryBudget;
 use crate::cloudwatch::CloudWatchActor;
 use crate::config::{AuthMode, Settings, StoreKind};
 use crate::document::{DocumentConfig, DocumentLimits};
@@ -49,6 +50,7 @@ fn cores() -> usize {
 /// Runs the node until SIGINT/SIGTERM. Must be called inside an actix `System`.
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let metrics = Metrics::new();
+    let budget = MemoryBudget::new(settings.limits.memory_budget_bytes, &metrics);
     let node_id = if settings.server.node_id.is_empty() {
         format!("zedi-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
     } else {
@@ -89,6 +91,8 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         persistence.clone(),
         Arc::clone(&metrics),
         DocumentConfig {
+            budget: Arc::clone(&budget),
+            document_memory_factor: settings.limits.document_memory_factor,
             max_outbound_bytes: settings.limits.max_outbound_bytes,
             max_document_bytes: settings.limits.max_document_bytes,
             limits: DocumentLimits {
@@ -117,6 +121,9 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         ping_interval: Duration::from_millis(settings.timeouts.ping_interval_ms),
         refresh_grace: Duration::from_millis(settings.auth.refresh_grace_ms),
         shutdown: drain.sessions_signal(),
+        budget: Arc::clone(&budget),
+        write_stall: Duration::from_millis(settings.timeouts.write_stall_ms),
+        auth_timeout: Duration::from_millis(settings.timeouts.auth_ms),
     });
     if let Some(reporter) = CloudWatchActor::new(
         &settings.cloudwatch,

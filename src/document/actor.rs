@@ -24,6 +24,10 @@ use crate::store::AppendItem;
 /// Document-actor tunables, from `[documents]` and `[store]`.
 #[derive(Debug, Clone)]
 pub struct DocumentConfig {
+    /// The node's memory budget: the loaded document and its awareness are charged to it.
+    pub budget: Arc<crate::budget::MemoryBudget>,
+    /// Charge per encoded byte of the document (`limits.document_memory_factor`).
+    pub document_memory_factor: f64,
     /// Per-socket bound of unread outbound bytes (see [`Join::outbound`]).
     pub max_outbound_bytes: usize,
     /// Largest encoded document; growth past it is refused.

@@ -61,6 +61,12 @@ pub struct SessionContext {
     pub refresh_grace: Duration,
     /// Becomes `true` when the node drains: every session then closes with 4205.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The node's memory budget, which this socket's queues are charged to.
+    pub budget: Arc<crate::budget::MemoryBudget>,
+    /// A socket that takes none of its pending output for this long is closed.
+    pub write_stall: Duration,
+    /// A socket with no open (authenticated) document for this long is closed.
+    pub auth_timeout: Duration,
 }
 
 enum Queued {
