@@ -23,6 +23,7 @@
 
 mod content;
 mod nesting;
+mod overlap;
 mod reader;
 mod structs;
 
@@ -73,6 +74,8 @@ pub enum Refusal {
     UnknownParent,
     #[error("an item is placed inside content that is not a shared type")]
     ParentNotAType,
+    #[error("id ({client}, {clock}) is held pending with other content")]
+    ConflictsWithPending { client: u64, clock: u64 },
     #[error("nesting {depth} deep is over the limit")]
     NestingTooDeep { at: usize, depth: u64 },
     #[error("{count} bytes after the end at byte {at}")]
@@ -122,6 +125,9 @@ pub fn check_update_with_pending(
     // yrs wrote the pending bytes from structs that passed here before; if they do not parse,
     // that is not this update's fault, and cycle checks fall back to the update alone.
     let pending = pending.and_then(|p| structs::parse_update(p, limits.max_nesting_depth).ok());
+    if let Some(pending) = &pending {
+        overlap::check_pending_overlap(&parsed, pending)?;
+    }
     nesting::check_nesting(&parsed, pending.as_ref(), tree, limits.max_nesting_depth)?;
     let starts = parsed
         .clients

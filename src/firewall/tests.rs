@@ -334,3 +334,31 @@ fn structs_after_a_hole_are_logged_and_types_cannot_hang_from_the_hole() {
         .apply_update(&full)
         .unwrap();
 }
+
+#[test]
+fn updates_that_reuse_pending_ids_with_other_structure_are_refused() {
+    // Found by the update_sequence fuzzer: "a" at (c, 16) waits pending (clocks 0..16 never
+    // came); a second update re-uses (c, 16) as a deleted range and hangs an item inside it.
+    // yrs's pending merge kept "a", so the document's full state held an item inside plain
+    // content, which no fresh document can load.
+    let a_pending = hex("0101d1a31b1004010764656661756c74016102d1a31b010004d1a31b0201030102");
+    let reuse = hex("0102d1a31b1081d1a31b0d030400d1a31b1003e280a801d1a31b020b040b04");
+    let mut state = crate::document::DocumentState::new();
+    state.apply_update(&a_pending).unwrap();
+    assert!(state.has_pending());
+    assert_eq!(
+        state.apply_update(&reuse),
+        Err(crate::document::DocError::Refused(
+            Refusal::ConflictsWithPending {
+                client: 446929,
+                clock: 16
+            }
+        ))
+    );
+    // The same structs again (a reconnecting provider re-sends what is pending): accepted.
+    state.apply_update(&a_pending).unwrap();
+    let full = state.encode_state().unwrap();
+    crate::document::DocumentState::new()
+        .apply_update(&full)
+        .unwrap();
+}
