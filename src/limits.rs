@@ -29,11 +29,15 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `cost` tokens if there are enough; false when the rate is exceeded.
-    pub fn take(&mut self, cost: f64, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Takes `cost` tokens if there are enough; false when the rate is exceeded.
+    pub fn take(&mut self, cost: f64, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= cost {
             self.tokens -= cost;
             true
@@ -41,7 +45,32 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Takes `cost` tokens even if that goes into debt, for a sender that is slowed down rather
+    /// than refused: how long until the bucket is out of debt (zero if it is not in debt), or
+    /// `Err` once the debt would pass `max_debt` tokens.
+    pub fn take_with_debt(
+        &mut self,
+        cost: f64,
+        now: Instant,
+        max_debt: f64,
+    ) -> Result<std::time::Duration, RateExceeded> {
+        self.refill(now);
+        if self.tokens - cost < -max_debt {
+            return Err(RateExceeded);
+        }
+        self.tokens -= cost;
+        Ok(if self.tokens >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-self.tokens / self.rate)
+        })
+    }
 }
+
+/// A sender far over its rate even with reading paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateExceeded;
 
 /// An address range such as `10.0.0.0/8` or `::1/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,10 +162,17 @@ pub enum Refused {
     AddressFull,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct PerAddress {
+    connections: usize,
+    /// Bytes the address's sockets hold before Auth, together.
+    preauth_bytes: usize,
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<IpAddr, PerAddress>,
 }
 
 /// Open connections per node and per client address.
@@ -145,6 +181,7 @@ pub struct ConnectionLimiter {
     counts: Mutex<Counts>,
     max_total: usize,
     max_per_ip: usize,
+    max_preauth_per_ip: usize,
 }
 
 /// Holds one connection's place; dropping it gives the place back.
@@ -152,15 +189,27 @@ pub struct ConnectionLimiter {
 pub struct ConnectionSlot {
     limiter: Arc<ConnectionLimiter>,
     ip: IpAddr,
+    /// This socket's part of the address's pre-auth bytes.
+    preauth_bytes: usize,
 }
 
 impl ConnectionLimiter {
     /// `0` means no limit.
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Self::with_preauth_share(max_total, max_per_ip, usize::MAX)
+    }
+
+    /// As [`Self::new`], with a bound on the bytes one address's sockets hold before Auth.
+    pub fn with_preauth_share(
+        max_total: usize,
+        max_per_ip: usize,
+        max_preauth_per_ip: usize,
+    ) -> Arc<Self> {
         Arc::new(ConnectionLimiter {
             counts: Mutex::new(Counts::default()),
             max_total,
             max_per_ip,
+            max_preauth_per_ip,
         })
     }
 
@@ -169,15 +218,16 @@ impl ConnectionLimiter {
         if self.max_total > 0 && counts.total >= self.max_total {
             return Err(Refused::NodeFull);
         }
-        let per_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        let per_ip = counts.per_ip.get(&ip).map_or(0, |a| a.connections);
         if self.max_per_ip > 0 && per_ip >= self.max_per_ip {
             return Err(Refused::AddressFull);
         }
         counts.total += 1;
-        counts.per_ip.insert(ip, per_ip + 1);
+        counts.per_ip.entry(ip).or_default().connections += 1;
         Ok(ConnectionSlot {
             limiter: Arc::clone(self),
             ip,
+            preauth_bytes: 0,
         })
     }
 
@@ -186,13 +236,45 @@ impl ConnectionLimiter {
     }
 }
 
+impl ConnectionSlot {
+    /// Adds `bytes` to what this address holds before Auth; `false` (nothing added) when that
+    /// would pass the address's share.
+    pub fn charge_preauth(&mut self, bytes: usize) -> bool {
+        let mut counts = self.limiter.counts.lock();
+        let Some(address) = counts.per_ip.get_mut(&self.ip) else {
+            return false;
+        };
+        if address.preauth_bytes.saturating_add(bytes) > self.limiter.max_preauth_per_ip {
+            return false;
+        }
+        address.preauth_bytes += bytes;
+        self.preauth_bytes += bytes;
+        true
+    }
+
+    /// Gives back pre-auth bytes (at most what this socket charged).
+    pub fn release_preauth(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.preauth_bytes);
+        self.preauth_bytes -= bytes;
+        if let Some(address) = self.limiter.counts.lock().per_ip.get_mut(&self.ip) {
+            address.preauth_bytes = address.preauth_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// The client address this connection counts against.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut counts = self.limiter.counts.lock();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(address) = counts.per_ip.get_mut(&self.ip) {
+            address.connections = address.connections.saturating_sub(1);
+            address.preauth_bytes = address.preauth_bytes.saturating_sub(self.preauth_bytes);
+            if address.connections == 0 {
                 counts.per_ip.remove(&self.ip);
             }
         }
@@ -212,6 +294,44 @@ mod tests {
         assert!(!b.take(1.0, t0));
         assert!(b.take(5.0, t0 + Duration::from_millis(500)));
         assert!(!b.take(1.0, t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_bucket_in_debt_says_how_long_to_wait_and_refuses_far_over() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 10.0, t0);
+        assert_eq!(b.take_with_debt(10.0, t0, 100.0), Ok(Duration::ZERO));
+        let wait = b.take_with_debt(5.0, t0, 100.0).unwrap();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
+        assert_eq!(b.take_with_debt(96.0, t0, 100.0), Err(RateExceeded));
+        // A second later the debt of 5 is paid and 5 tokens are back.
+        assert_eq!(
+            b.take_with_debt(5.0, t0 + Duration::from_secs(1), 100.0),
+            Ok(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn preauth_bytes_are_shared_by_the_sockets_of_one_address() {
+        let limiter = ConnectionLimiter::with_preauth_share(0, 0, 1000);
+        let a: IpAddr = "1.1.1.1".parse().unwrap();
+        let b: IpAddr = "2.2.2.2".parse().unwrap();
+        let mut s1 = limiter.try_acquire(a).unwrap();
+        let mut s2 = limiter.try_acquire(a).unwrap();
+        let mut other = limiter.try_acquire(b).unwrap();
+        assert!(s1.charge_preauth(600));
+        assert!(!s2.charge_preauth(600), "the address's share is used up");
+        assert!(
+            other.charge_preauth(600),
+            "another address has its own share"
+        );
+        drop(s1);
+        assert!(
+            s2.charge_preauth(600),
+            "a closed socket gives its share back"
+        );
+        s2.release_preauth(600);
+        assert!(s2.charge_preauth(1000));
     }
 
     #[test]

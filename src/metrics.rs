@@ -33,6 +33,9 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "rate_limited",
     "slow_consumer",
     "document_too_large",
+    "invalid_address",
+    "rate_throttled",
+    "auth_timeout",
 ];
 
 /// Every `result` of `auth_results_total`.

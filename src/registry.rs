@@ -11,14 +11,16 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::budget::Pressure;
 use crate::cluster::Cluster;
-use crate::document::{DocumentActor, DocumentConfig};
+use crate::document::{DocumentActor, DocumentConfig, JoinError};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
 
-/// Get (or start) the actor of a document.
+/// Get (or start) the actor of a document. A document that is not loaded is not started while
+/// the memory budget is nearly full ([`JoinError::ServerBusy`]).
 #[derive(Message)]
-#[rtype(result = "Addr<DocumentActor>")]
+#[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
 pub struct Open {
     pub name: Arc<str>,
 }
@@ -75,7 +77,13 @@ impl Handler<Open> for Registry {
         if let Some((_, addr)) = self.documents.get(&msg.name)
             && addr.connected()
         {
-            return MessageResult(addr.clone());
+            return MessageResult(Ok(addr.clone()));
+        }
+        let budget = &self.config.budget;
+        if budget.pressure() >= Pressure::RefuseDocuments {
+            budget.count_shed("document_refused");
+            tracing::warn!(document = %msg.name, used = budget.used(), limit = budget.limit(), "document not opened: memory budget nearly full");
+            return MessageResult(Err(JoinError::ServerBusy));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -96,7 +104,7 @@ impl Handler<Open> for Registry {
             DocumentActor::start_in_arbiter(arbiter, make)
         };
         self.documents.insert(msg.name, (id, addr.clone()));
-        MessageResult(addr)
+        MessageResult(Ok(addr))
     }
 }
 

@@ -140,9 +140,10 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         sessions,
         max_frame_bytes: settings.limits.max_frame_bytes,
         allowed_origins: settings.server.origins(),
-        limiter: ConnectionLimiter::new(
+        limiter: ConnectionLimiter::with_preauth_share(
             settings.limits.max_connections,
             settings.limits.max_connections_per_ip,
+            settings.limits.max_preauth_bytes_per_address,
         ),
         trusted_proxies: parse_cidrs(&settings.server.trusted_proxies).unwrap_or_default(),
         cluster: cluster.as_ref().map(|c| Arc::clone(&c.status)),

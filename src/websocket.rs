@@ -8,8 +8,13 @@
 //! session actor in actix-web-actors' `WebsocketContext` over it, reading into a stack buffer and
 //! writing what the context encodes. An idle socket then owns no buffer at all.
 //!
-//! Backpressure is the same as before: while the socket does not take our bytes, the context
-//! (and so the session actor) is not polled; document actors bound what they queue for it.
+//! Backpressure: while the socket does not take our bytes, the context (and so the session
+//! actor) is not polled; document actors bound what they queue for it through its
+//! [`SocketMeter`]. Because an unpolled actor cannot close itself, the write task ([`Pump`])
+//! enforces the write deadline and carries out closes decided elsewhere ([`SocketMeter::abort`]):
+//! it drops the session and the connection at once, freeing what they held. In the other
+//! direction, a sender over its rate is slowed by not reading its socket for a while
+//! ([`Throttle`]), which TCP turns into back-pressure on the sender.
 
 use std::future::Future;
 use std::io;
@@ -30,6 +35,7 @@ use futures_util::{SinkExt, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::budget::{AbortReason, Holder, Pressure, SocketMeter};
 use crate::http::AppState;
 use crate::limits::{ConnectionSlot, Refused, client_ip};
 use crate::session::SessionActor;
@@ -87,6 +93,21 @@ fn admit(head: &RequestHead, state: &AppState) -> Result<ConnectionSlot, Refusal
     }
     if state.drain.is_draining() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "draining\n"));
+    }
+    // Memory first: the ALB retries a 503 on another task, and /health stays 200 so this one
+    // is not replaced for being busy.
+    let budget = &state.sessions.budget;
+    if budget.pressure() >= Pressure::RefuseConnections {
+        budget.count_shed("connection_refused");
+        tracing::warn!(
+            used = budget.used(),
+            limit = budget.limit(),
+            "WebSocket upgrade refused: memory budget nearly full"
+        );
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server memory nearly full\n",
+        ));
     }
     // Browsers always send Origin; a client without one is not a browser page, so the
     // cross-site concern the allow-list addresses does not apply to it.
@@ -187,19 +208,36 @@ pub async fn upgrade(
     // Frames the client sent right behind its request are already in the HTTP read buffer;
     // copy them out so the 8 KiB buffer itself is freed now.
     let early = Bytes::copy_from_slice(&parts.read_buf);
-    let session = SessionActor::new(Arc::clone(&state.sessions), slot);
+    let meter = SocketMeter::new(crate::session::next_session_id(), &state.sessions.budget);
+    let throttle = Rc::new(Throttle::default());
+    let session = SessionActor::new(
+        Arc::clone(&state.sessions),
+        slot,
+        Arc::clone(&meter),
+        Rc::clone(&throttle),
+    );
     let codec = ws::Codec::new().max_size(state.max_frame_bytes);
     // A task of its own: the HTTP dispatcher (and its buffers) ends when this returns.
     let io = Rc::new(parts.io);
+    if !early.is_empty() {
+        meter.add(Holder::Inbound, early.len());
+    }
     let input = SocketInput {
         io: Rc::clone(&io),
         early: Some(early).filter(|b| !b.is_empty()),
+        meter: Arc::clone(&meter),
+        throttle,
+        sleep: None,
     };
     let output = WebsocketContext::with_codec(session, input, codec);
     actix_rt::spawn(Pump {
         io: Some(io),
         output: Some(Box::pin(output)),
         pending: Bytes::new(),
+        started_writing: false,
+        meter,
+        write_stall: state.sessions.write_stall,
+        stall: None,
     });
     Ok(())
 }
@@ -207,15 +245,88 @@ pub async fn upgrade(
 /// What the session's context encodes for the client.
 type Output = Pin<Box<dyn Stream<Item = Result<Bytes, actix_web::Error>>>>;
 
-/// Writes what the session produces until it ends. A hand-written future rather than an
-/// `async fn` because its state lives in every idle connection's task: this is ~60 bytes, the
-/// `async` version with its readiness futures was ~350.
+/// Writes what the session produces until it ends, or until the socket is aborted (its
+/// meter says so, or it accepted nothing for `write_stall`). A hand-written future rather than
+/// an `async fn` because its state lives in every idle connection's task: the `async` version
+/// with its readiness futures was several times larger.
 struct Pump {
     /// Both `None` once finished.
     io: Option<Rc<TcpStream>>,
     output: Option<Output>,
-    /// Encoded bytes the socket has not taken yet.
+    /// Encoded bytes the socket has not taken yet (charged to the meter as outbound).
     pending: Bytes,
+    /// Part of `pending` was written: it no longer starts at a frame boundary.
+    started_writing: bool,
+    meter: Arc<SocketMeter>,
+    write_stall: Duration,
+    /// Armed while output waits for a socket that takes nothing.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How the pump ended.
+enum End {
+    /// The session finished or the peer went away: close politely.
+    Done,
+    /// Closed from outside or for not reading: drop everything now.
+    Aborted(AbortReason),
+}
+
+impl Pump {
+    fn run(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let (Some(io), Some(output)) = (self.io.as_ref(), self.output.as_mut()) else {
+            return Poll::Ready(End::Done);
+        };
+        // Registered before looking, so an abort that lands in between still wakes us.
+        self.meter.register_waker(cx.waker());
+        loop {
+            if let Some(reason) = self.meter.aborted() {
+                return Poll::Ready(End::Aborted(reason));
+            }
+            if !self.pending.is_empty() {
+                match io.poll_write_ready(cx) {
+                    Poll::Pending => {
+                        let stall = self
+                            .stall
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.write_stall)));
+                        if stall.as_mut().poll(cx).is_ready() {
+                            self.meter.abort(AbortReason::WriteStall);
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::Done),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match io.try_write(&self.pending) {
+                    Ok(0) => return Poll::Ready(End::Done),
+                    Ok(n) => {
+                        let _ = self.pending.split_to(n);
+                        self.meter.sub(Holder::Outbound, n);
+                        self.started_writing = true;
+                        // Progress: the deadline starts again from the next stall.
+                        self.stall = None;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The peer is gone; the actor stops when its input ends.
+                    Err(_) => return Poll::Ready(End::Done),
+                }
+                continue;
+            }
+            match output.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    self.meter.add(Holder::Outbound, bytes.len());
+                    self.pending = bytes;
+                    self.started_writing = false;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "WebSocket encoder failed");
+                    return Poll::Ready(End::Done);
+                }
+                Poll::Ready(None) => return Poll::Ready(End::Done),
+            }
+        }
+    }
 }
 
 impl Future for Pump {
@@ -223,46 +334,66 @@ impl Future for Pump {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let (Some(io), Some(output)) = (this.io.as_ref(), this.output.as_mut()) else {
+        let end = ready!(this.run(cx));
+        // Drop the session (and its handle on the socket) first: its context, mailbox and
+        // queued frames go now, whatever happens to the connection.
+        this.output = None;
+        this.meter.sub(Holder::Outbound, this.pending.len());
+        let unsent = std::mem::take(&mut this.pending);
+        this.stall = None;
+        let Some(io) = this.io.take().and_then(|io| Rc::try_unwrap(io).ok()) else {
             return Poll::Ready(());
         };
-        loop {
-            if !this.pending.is_empty() {
-                match io.poll_write_ready(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(_)) => break,
-                    Poll::Ready(Ok(())) => {}
-                }
-                match io.try_write(&this.pending) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let _ = this.pending.split_to(n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break, // the peer is gone; the actor stops when its input ends
-                }
-                continue;
+        match end {
+            End::Done => {
+                actix_rt::spawn(linger(io));
             }
-            match output.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(bytes))) => this.pending = bytes,
-                Poll::Ready(Some(Err(error))) => {
-                    tracing::debug!(%error, "WebSocket encoder failed");
-                    break;
+            End::Aborted(reason) => {
+                tracing::warn!(
+                    session = this.meter.id(),
+                    reason = reason.close_reason(),
+                    unsent = unsent.len(),
+                    "socket closed and its memory released"
+                );
+                this.meter.budget().count_shed(reason.label());
+                // Best effort: a Close frame if the socket takes it at once and we are at a
+                // frame boundary (a client that reads will reconnect on 4205). Then the
+                // connection is dropped, unread input and all.
+                if unsent.is_empty() || !this.started_writing {
+                    let _ = io.try_write(&close_frame(4205, reason.close_reason()));
                 }
-                Poll::Ready(None) => break,
+                drop(io);
             }
-        }
-        // Done: drop the session (and its handle on the socket), then close politely in a task
-        // of its own so this one's memory goes now.
-        this.output = None;
-        this.pending = Bytes::new();
-        if let Some(io) = this.io.take()
-            && let Ok(io) = Rc::try_unwrap(io)
-        {
-            actix_rt::spawn(linger(io));
         }
         Poll::Ready(())
+    }
+}
+
+/// A server-to-client (unmasked) WebSocket Close frame.
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut frame = Vec::with_capacity(4 + reason.len());
+    frame.push(0x88);
+    frame.push((2 + reason.len()) as u8);
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    frame
+}
+
+/// Pauses reading one socket: set by its session when the sender is over its rate, read by
+/// its [`SocketInput`]. Same thread, so a `Cell`.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    until: std::cell::Cell<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    /// Reads nothing more before `until` (a later pause extends an earlier one).
+    pub fn pause_until(&self, until: std::time::Instant) {
+        let until = tokio::time::Instant::from_std(until);
+        if self.until.get().is_none_or(|now| until > now) {
+            self.until.set(Some(until));
+        }
     }
 }
 
@@ -289,6 +420,11 @@ struct SocketInput {
     io: Rc<TcpStream>,
     /// Bytes that arrived with the handshake request.
     early: Option<Bytes>,
+    /// Every byte read is charged as inbound until the session has it as part of a frame.
+    meter: Arc<SocketMeter>,
+    throttle: Rc<Throttle>,
+    /// The timer of the current pause.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Stream for SocketInput {
@@ -297,6 +433,18 @@ impl Stream for SocketInput {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(early) = self.early.take() {
             return Poll::Ready(Some(Ok(early)));
+        }
+        if let Some(until) = self.throttle.until.get() {
+            let this = &mut *self;
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if sleep.deadline() != until {
+                sleep.as_mut().reset(until);
+            }
+            ready!(sleep.as_mut().poll(cx));
+            this.sleep = None;
+            this.throttle.until.set(None);
         }
         loop {
             if let Err(e) = ready!(self.io.poll_read_ready(cx)) {
@@ -310,7 +458,10 @@ impl Stream for SocketInput {
             });
             match read {
                 Ok(chunk) if chunk.is_empty() => return Poll::Ready(None),
-                Ok(chunk) => return Poll::Ready(Some(Ok(chunk))),
+                Ok(chunk) => {
+                    self.meter.add(Holder::Inbound, chunk.len());
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
                 // Readiness was stale; try_read cleared it, so the next poll registers again.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Some(Err(PayloadError::Io(e)))),

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::{ConnKey, DocError, DocumentLimits, DocumentState};
 use crate::awareness::Owner;
+use crate::budget::{Charge, Holder, SocketMeter};
 use crate::cluster::relay::RelayKind;
 use crate::cluster::{Cluster, DropLease};
 use crate::metrics::Metrics;
@@ -53,9 +54,9 @@ pub struct Join {
     /// allocation per attachment, and a node holds tens of thousands of them.
     pub session: Addr<SessionActor>,
     pub read_only: bool,
-    /// Bytes sent to this socket that it has not taken yet; shared with the session, which
-    /// subtracts what it hands to the socket. Bounds what a slow reader can pile up.
-    pub outbound: Arc<AtomicUsize>,
+    /// What the socket holds, shared with its session and write task: bounds what a slow
+    /// reader can pile up, and closes it at once when it does.
+    pub meter: Arc<SocketMeter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,8 @@ pub enum JoinError {
     Unloading,
     #[error("document could not be loaded")]
     Unavailable,
+    #[error("the node's memory budget is nearly full: no more documents are loaded")]
+    ServerBusy,
 }
 
 /// What a session forwards for one attachment, in the order it received it.
@@ -104,7 +107,8 @@ pub struct SetAccess {
 pub(super) struct Conn {
     pub(super) session: Addr<SessionActor>,
     read_only: bool,
-    pub(super) outbound: Arc<AtomicUsize>,
+    /// The socket's meter: what is queued for it, and the switch that closes it at once.
+    pub(super) meter: Arc<SocketMeter>,
     /// Awareness client ids this attachment introduced, removed when it leaves if it still
     /// owns them. Usually one; a `Vec` costs nothing until the first and stays small.
     awareness_ids: Vec<u64>,
@@ -150,6 +154,8 @@ pub struct DocumentActor {
     /// update applied since (deletions only make it smaller). Measured again only when it nears
     /// the limit, so the common case costs nothing.
     pub(super) approx_bytes: usize,
+    /// The document's share of the node's memory budget: `approx_bytes` × the factor.
+    pub(super) memory: Charge,
     /// `approx_bytes` when it was last measured by encoding the document.
     pub(super) measured_bytes: usize,
     /// Fencing token for compaction: the store's (single node) or the lease's (cluster).
@@ -189,6 +195,7 @@ impl DocumentActor {
         config: DocumentConfig,
         cluster: Option<Cluster>,
     ) -> Self {
+        let memory = Charge::new(&config.budget, Holder::Documents);
         DocumentActor {
             name,
             id,
@@ -202,6 +209,7 @@ impl DocumentActor {
             inflight: 0,
             log_len: 0,
             approx_bytes: 0,
+            memory,
             measured_bytes: 0,
             fence: 0,
             owner: false,
@@ -235,7 +243,14 @@ impl DocumentActor {
             .encode_state()
             .map_or(usize::MAX / 2, |s| s.len());
         self.measured_bytes = self.approx_bytes;
+        self.charge_memory();
         self.approx_bytes + incoming <= limit
+    }
+
+    /// Follows `approx_bytes` in the memory budget.
+    pub(super) fn charge_memory(&mut self) {
+        let bytes = self.approx_bytes as f64 * self.config.document_memory_factor;
+        self.memory.set(bytes as usize);
     }
 
     /// An update (or state vector) this document will not take: answered `SyncStatus(0)` on
@@ -336,6 +351,7 @@ impl DocumentActor {
             .update_apply_seconds
             .observe(started.elapsed().as_secs_f64());
         self.approx_bytes += update.len();
+        self.charge_memory();
         if let Some(changes) = applied.broadcast {
             self.queue_update_broadcast(changes, ctx);
         }
@@ -475,7 +491,7 @@ impl Handler<Join> for DocumentActor {
             Conn {
                 session: join.session,
                 read_only: join.read_only,
-                outbound: join.outbound,
+                meter: join.meter,
                 awareness_ids: Vec::new(),
                 awareness_owner: NEXT_AWARENESS_OWNER.fetch_add(1, Ordering::Relaxed),
                 refusals_logged: Vec::new(),

@@ -71,6 +71,7 @@ impl DocumentActor {
                     act.state = state;
                     act.approx_bytes = act.state.encode_state().map_or(0, |s| s.len());
                     act.measured_bytes = act.approx_bytes;
+                    act.charge_memory();
                     act.log_len = stored.updates.len() as u64;
                     act.phase = Phase::Ready;
                     match act.cluster.clone() {

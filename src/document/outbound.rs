@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use actix::prelude::*;
@@ -14,16 +13,15 @@ use bytes::Bytes;
 use super::actor::{Conn, DocumentActor};
 use super::{ConnKey, DocumentState};
 use crate::protocol::{Message, SyncMessage, encode_body, prepend_address};
-use crate::session::{CloseSocket, Outbound};
+use crate::session::Outbound;
 
-/// Hands a frame to a socket unless that would exceed its outbound budget.
+/// Hands a frame to a socket unless that would exceed its outbound share. The frame carries
+/// its charge: if the session is gone, dropping the undelivered message releases it.
 fn deliver(conn: &Conn, frame: Bytes, ty: crate::protocol::MessageType, limit: usize) -> bool {
-    let len = frame.len();
-    if conn.outbound.fetch_add(len, Ordering::Relaxed) + len > limit {
-        conn.outbound.fetch_sub(len, Ordering::Relaxed);
+    let Some(charge) = conn.meter.try_queue_outbound(frame.len(), limit) else {
         return false;
-    }
-    conn.session.do_send(Outbound { frame, ty });
+    };
+    conn.session.do_send(Outbound { frame, ty, charge });
     true
 }
 
@@ -151,11 +149,11 @@ impl DocumentActor {
     fn drop_slow_reader(&mut self, key: &ConnKey) {
         self.metrics.protocol_error("slow_consumer");
         tracing::warn!(document = %self.name, session = key.session, "outbound queue full: closing a socket that does not read");
+        // Not a message to the session: a socket that does not read is not polled, so the
+        // session would not see it until the client reads again. The socket's write task
+        // drops it (and what it holds) at once.
         if let Some(conn) = self.conns.get(key) {
-            conn.session.do_send(CloseSocket {
-                code: 4205,
-                reason: "too slow: outbound queue full".into(),
-            });
+            conn.meter.abort(crate::budget::AbortReason::SlowReader);
         }
         self.detach(key);
     }

@@ -17,6 +17,7 @@ use actix_web_actors::ws;
 
 use super::{Grant, Queued, SessionActor, Slot};
 use crate::auth::{Access, Decision};
+use crate::budget::Holder;
 use crate::document::{ConnKey, DocumentActor, FromSession, Join, JoinError, Leave, SetAccess};
 use crate::protocol::{AuthMessage, Message, SCOPE_READ_ONLY, SCOPE_READ_WRITE, document_name};
 use crate::registry::Open;
@@ -59,8 +60,11 @@ impl SessionActor {
     }
 
     fn release(&mut self, queue: &[(Queued, usize)]) {
+        let bytes = queue.iter().map(|(_, n)| n).sum::<usize>();
         self.queued_messages -= queue.len();
-        self.queued_bytes -= queue.iter().map(|(_, n)| n).sum::<usize>();
+        self.queued_bytes -= bytes;
+        self.meter.sub(Holder::Preauth, bytes);
+        self.connection.release_preauth(bytes);
     }
 
     /// Forwards to the document, or queues until it is open (bounded per socket).
@@ -100,6 +104,16 @@ impl SessionActor {
         }
         self.queued_messages += 1;
         self.queued_bytes += size;
+        self.meter.add(Holder::Preauth, size);
+        if !self.connection.charge_preauth(size) {
+            // Counted above so that closing releases it like the rest of the queue.
+            return self.protocol_error(
+                ctx,
+                "preauth_limit",
+                4205,
+                "too much data before authentication from this address",
+            );
+        }
         if self.queued_messages > self.shared.limits.max_preauth_messages
             || self.queued_bytes > self.shared.limits.max_preauth_bytes
         {
@@ -350,14 +364,14 @@ impl SessionActor {
             key: key.clone(),
             session: ctx.address(),
             read_only: grant.read_only,
-            outbound: Arc::clone(&self.outbound),
+            meter: Arc::clone(&self.meter),
         };
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {
             let doc = registry
                 .send(Open { name })
                 .await
-                .map_err(|_| JoinError::Unavailable)?;
+                .map_err(|_| JoinError::Unavailable)??;
             match doc.send(join).await {
                 Ok(Ok(())) => Ok(doc),
                 Ok(Err(e)) => Err(e),
@@ -375,8 +389,12 @@ impl SessionActor {
                     }
                     Err(error) => {
                         tracing::warn!(session = act.id, %error, "cannot open document");
+                        let reason = match error {
+                            JoinError::ServerBusy => "server busy: try again later",
+                            _ => "document unavailable",
+                        };
                         if act.docs.contains_key(&address) {
-                            act.close_document(ctx, &address, "document unavailable");
+                            act.close_document(ctx, &address, reason);
                         }
                     }
                 }),

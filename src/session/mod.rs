@@ -19,6 +19,7 @@ use actix_web_actors::ws;
 use bytes::Bytes;
 
 use crate::auth::Authorizer;
+use crate::budget::{Holder, OutboundCharge, SocketMeter};
 use crate::config::Limits;
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
 use crate::limits::{ConnectionSlot, TokenBucket};
@@ -33,12 +34,24 @@ const MAX_CLOSE_REASON: usize = 123;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A fresh session id (also the id of the socket's meter).
+pub fn next_session_id() -> u64 {
+    NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A sender may run this many bursts into debt (reading paused meanwhile) before it is closed.
+/// With reading paused a client cannot get there by sending fast, only by packing thousands of
+/// tiny frames into what the server had already read; it is a safety net, not the limit.
+const MAX_RATE_DEBT_BURSTS: f64 = 10.0;
+
 /// A frame for the client, already encoded (the document actor encodes a broadcast once).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Outbound {
     pub frame: Bytes,
     pub ty: MessageType,
+    /// The frame's bytes on the socket's meter, until the socket's context has them.
+    pub charge: OutboundCharge,
 }
 
 /// Close the whole socket (a protocol error found by a document actor, or shutdown).
@@ -116,13 +129,18 @@ pub struct SessionActor {
     closing: bool,
     next_generation: u64,
     /// This connection's place in the node and per-address counts, given back on drop.
-    _slot: ConnectionSlot,
+    connection: ConnectionSlot,
     /// Place on this thread's heartbeat ticker, while started.
     ticker_slot: Option<usize>,
     messages_rate: TokenBucket,
     bytes_rate: TokenBucket,
-    /// Bytes document actors queued for this socket and not yet handed to it.
-    outbound: Arc<std::sync::atomic::AtomicUsize>,
+    /// What this socket holds (outbound, inbound, pre-auth), charged to the node's budget;
+    /// shared with the document actors and the socket's write task.
+    meter: Arc<SocketMeter>,
+    /// Pauses reading this socket while the sender is over its rate.
+    throttle: std::rc::Rc<crate::websocket::Throttle>,
+    /// Last time this socket had an open (authenticated) document, or when it connected.
+    last_authenticated: Instant,
     /// Updates of this socket that document actors refused (see `refusals`).
     refused_updates: u32,
 }
@@ -136,7 +154,12 @@ fn truncate_reason(reason: &str) -> String {
 }
 
 impl SessionActor {
-    pub fn new(shared: Arc<SessionContext>, slot: ConnectionSlot) -> Self {
+    pub fn new(
+        shared: Arc<SessionContext>,
+        slot: ConnectionSlot,
+        meter: Arc<SocketMeter>,
+        throttle: std::rc::Rc<crate::websocket::Throttle>,
+    ) -> Self {
         let now = Instant::now();
         let l = &shared.limits;
         let messages_rate = TokenBucket::new(
@@ -148,13 +171,15 @@ impl SessionActor {
         let byte_burst = (l.max_bytes_per_sec as f64).max(l.max_frame_bytes as f64);
         let bytes_rate = TokenBucket::new(l.max_bytes_per_sec as f64, byte_burst, now);
         SessionActor {
-            _slot: slot,
+            connection: slot,
             ticker_slot: None,
             messages_rate,
             bytes_rate,
-            outbound: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            id: meter.id(),
+            meter,
+            throttle,
+            last_authenticated: now,
             refused_updates: 0,
-            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             shared,
             docs: slots::Slots::default(),
             queued_messages: 0,
@@ -239,9 +264,30 @@ impl SessionActor {
     }
 
     fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
+        // Over the rate, the frame is still taken, but reading pauses until the buckets are
+        // out of debt: TCP then slows the sender (a paste or an import goes through, slower).
         let now = Instant::now();
-        if !self.messages_rate.take(1.0, now) || !self.bytes_rate.take(frame.len() as f64, now) {
-            return self.protocol_error(ctx, "rate_limited", 4205, "rate limit exceeded");
+        let limits = &self.shared.limits;
+        let message_debt = MAX_RATE_DEBT_BURSTS * f64::from(limits.max_message_burst);
+        let byte_debt = MAX_RATE_DEBT_BURSTS * (limits.max_bytes_per_sec as f64);
+        let waits = self
+            .messages_rate
+            .take_with_debt(1.0, now, message_debt)
+            .and_then(|a| {
+                let b = self
+                    .bytes_rate
+                    .take_with_debt(frame.len() as f64, now, byte_debt)?;
+                Ok(a.max(b))
+            });
+        match waits {
+            Err(_) => {
+                return self.protocol_error(ctx, "rate_limited", 4205, "rate limit exceeded");
+            }
+            Ok(wait) if !wait.is_zero() => {
+                self.shared.metrics.protocol_error("rate_throttled");
+                self.throttle.pause_until(now + wait);
+            }
+            Ok(_) => {}
         }
         self.shared
             .metrics
@@ -273,6 +319,11 @@ impl SessionActor {
         self.shared
             .metrics
             .message("in", message.message_type().as_str());
+        if address.len() > self.shared.limits.max_address_bytes {
+            // Every frame for the document repeats the address, and the server keeps it per
+            // attachment: a long session id part would multiply memory and broadcast bytes.
+            return self.protocol_error(ctx, "invalid_address", 4205, "address too long");
+        }
         let name = document_name(address);
         if name.is_empty() {
             return self.protocol_error(ctx, "invalid_document_name", 4205, "empty document name");
@@ -336,12 +387,51 @@ impl SessionActor {
             tracing::info!(session = self.id, "closing idle connection");
             return self.close_socket(ctx, 4408, "connection timeout");
         }
+        // Pongs keep a socket alive, not a document: one that authenticates nothing would
+        // otherwise hold its place (and what it queued) for ever.
+        let now = Instant::now();
+        if self.docs.values().any(|s| matches!(s, Slot::Open { .. })) {
+            self.last_authenticated = now;
+        } else if now.duration_since(self.last_authenticated) >= self.shared.auth_timeout {
+            self.shared.metrics.protocol_error("auth_timeout");
+            tracing::info!(
+                session = self.id,
+                "closing a connection without an authenticated document"
+            );
+            return self.close_socket(ctx, 4408, "authentication timeout");
+        }
         ctx.ping(b"");
         if self.speaks_v4_ping {
             self.shared.metrics.message("out", "ping");
             ctx.binary(Bytes::from_static(&PING_FRAME));
         }
     }
+}
+
+/// Bytes a client frame carrying `message` took on the wire: payload plus the header of a
+/// masked client frame with a minimal length. A client using a longer length encoding than
+/// needed is under-credited, so its inbound charge only errs upwards.
+fn wire_size(message: &ws::Message) -> usize {
+    let payload = match message {
+        ws::Message::Binary(b) | ws::Message::Ping(b) | ws::Message::Pong(b) => b.len(),
+        ws::Message::Text(t) => t.len(),
+        ws::Message::Close(reason) => reason
+            .as_ref()
+            .map_or(0, |r| 2 + r.description.as_ref().map_or(0, String::len)),
+        ws::Message::Continuation(item) => match item {
+            actix_http::ws::Item::FirstText(b)
+            | actix_http::ws::Item::FirstBinary(b)
+            | actix_http::ws::Item::Continue(b)
+            | actix_http::ws::Item::Last(b) => b.len(),
+        },
+        ws::Message::Nop => return 0,
+    };
+    let length_field = match payload {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    };
+    2 + length_field + 4 + payload
 }
 
 fn close_label(code: u16) -> &'static str {
@@ -375,6 +465,8 @@ impl Actor for SessionActor {
             ticker::unregister(slot);
         }
         self.shared.metrics.connections_open.dec();
+        // The meter may outlive the session (document actors hold it until they see Leave).
+        self.meter.sub(Holder::Preauth, self.queued_bytes);
         for (_, slot) in self.docs.drain() {
             if let Slot::Open { doc, key, .. } = slot {
                 doc.do_send(Leave {
@@ -393,8 +485,6 @@ impl Handler<Outbound> for SessionActor {
         if self.closing {
             return;
         }
-        self.outbound
-            .fetch_sub(msg.frame.len(), std::sync::atomic::Ordering::Relaxed);
         self.shared.metrics.message("out", msg.ty.as_str());
         self.shared
             .metrics
@@ -402,6 +492,8 @@ impl Handler<Outbound> for SessionActor {
             .with_label_values(&["out"])
             .inc_by(msg.frame.len() as u64);
         ctx.binary(msg.frame);
+        // The context holds the bytes now; the write task charges them until written.
+        drop(msg.charge);
     }
 }
 
@@ -425,6 +517,9 @@ impl Handler<CloseSocket> for SessionActor {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if let Ok(message) = &item {
+            self.meter.sub(Holder::Inbound, wire_size(message));
+        }
         if self.closing {
             return;
         }

@@ -417,3 +417,58 @@ impl Client {
             .map_err(|e| e.to_string())
     }
 }
+
+impl Client {
+    /// Connects as if through the ALB for client address `ip` (127.0.0.1 is a trusted proxy
+    /// by default, so the daemon believes X-Forwarded-For).
+    pub fn connect_as(port: u16, ip: &str) -> Client {
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://127.0.0.1:{port}/"
+        ))
+        .expect("request");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", ip.parse().expect("header value"));
+        let (ws, _) = tungstenite::connect(request).expect("ws connect");
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+        }
+        Client { ws }
+    }
+
+    /// Sends many binary frames in as few TCP writes as possible (buffered, one flush), as a
+    /// client that floods would.
+    pub fn send_batch(&mut self, frames: Vec<Vec<u8>>) {
+        for frame in frames {
+            self.ws
+                .write(WsMessage::Binary(frame.into()))
+                .expect("write");
+        }
+        self.ws.flush().expect("flush");
+    }
+}
+
+/// The value of one sample of the daemon's /metrics (`name{labels}` as rendered), 0 if absent.
+pub fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Resident memory of a process, in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}

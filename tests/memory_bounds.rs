@@ -1,0 +1,312 @@
+//! Bounded memory against the real daemon: what clients can make a node hold is charged to its
+//! memory budget, every holder has a share, and the node sheds (refuses, then closes the
+//! biggest) instead of growing. Each test keeps an honest co-editor working throughout.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Daemon, Received, metric, text_update};
+use zedi_sync::protocol::{Message, SyncMessage};
+
+const MIB: usize = 1024 * 1024;
+
+fn big_update(client: u64, bytes: usize) -> Vec<u8> {
+    text_update(client, &"x".repeat(bytes))
+}
+
+/// Waits (bounded) until a sample of /metrics satisfies `cond`; returns the last /metrics.
+fn wait_metric(daemon: &Daemon, what: &str, series: &str, cond: impl Fn(f64) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = daemon.metrics();
+        if cond(metric(&metrics, series)) {
+            return metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {series} = {}",
+            metric(&metrics, series)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The honest co-editor still edits and is acknowledged.
+fn still_edits(editor: &mut Client, doc: &str, client: u64) {
+    editor.send(
+        doc,
+        Message::Sync(SyncMessage::Update(&text_update(client, "still here"))),
+    );
+    editor.expect_ack(doc);
+}
+
+/// Whether the daemon has closed this client's socket (a close frame, EOF or a reset); a
+/// socket that is still open just times out.
+fn is_closed(client: &mut Client) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match client.try_recv(Duration::from_millis(200)) {
+            Ok(Received::Closed(_)) | Err(_) => return true,
+            Ok(Received::Frame(_)) => {}
+            Ok(Received::TimedOut) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn stuck_readers_are_closed_at_the_write_deadline_and_release_what_they_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("ZEDI__TIMEOUTS__WRITE_STALL_MS", "500"),
+            ("ZEDI__LIMITS__MAX_BYTES_PER_SEC", "100000000"),
+        ],
+    );
+    const STUCK: usize = 5;
+    let mut stuck: Vec<Client> = (0..STUCK).map(|_| daemon.ws()).collect();
+    for s in &mut stuck {
+        s.open("busy");
+    }
+    let mut writer = daemon.ws();
+    writer.open("busy");
+    let sheds = "zedi_memory_sheds_total{reason=\"write_stall\"}";
+    // The stuck readers never read again: once their socket buffers are full, output waits,
+    // and after the deadline the daemon must drop them whatever they do.
+    for i in 0..600u64 {
+        writer.send(
+            "busy",
+            Message::Sync(SyncMessage::Update(&big_update(100 + i, 40_000))),
+        );
+        writer.expect_ack("busy");
+        if metric(&daemon.metrics(), sheds) >= STUCK as f64 {
+            break;
+        }
+    }
+    wait_metric(&daemon, "every stuck reader closed", sheds, |v| {
+        v == STUCK as f64
+    });
+    // Closed and released while they still read nothing: only the writer's socket is left.
+    daemon.wait_health("stuck sockets gone", |h| h["connections"] == 1);
+    wait_metric(
+        &daemon,
+        "their queues released",
+        "zedi_memory_budget_used_bytes{holder=\"outbound\"}",
+        |v| v < 64.0 * 1024.0,
+    );
+    still_edits(&mut writer, "busy", 9999);
+    for s in &mut stuck {
+        assert!(is_closed(s), "a stuck reader's socket is still open");
+    }
+}
+
+#[test]
+fn preauth_floods_from_many_sockets_of_one_address_stay_inside_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("ZEDI__LIMITS__MAX_PREAUTH_BYTES", "1048576"),
+            ("ZEDI__LIMITS__MAX_PREAUTH_BYTES_PER_ADDRESS", "4194304"),
+            ("ZEDI__LIMITS__MAX_BYTES_PER_SEC", "100000000"),
+        ],
+    );
+    let mut editor = daemon.ws();
+    editor.open("shared");
+    let update = big_update(7, 900_000);
+    // Ten sockets of one address each queue 900 KB for a document they never authenticate:
+    // within each socket's 1 MiB, but the address may hold only 4 MiB together.
+    let mut flood: Vec<Client> = (0..10)
+        .map(|_| Client::connect_as(daemon.port, "203.0.113.9"))
+        .collect();
+    for f in &mut flood {
+        f.send("shared", Message::Sync(SyncMessage::Update(&update)));
+    }
+    wait_metric(
+        &daemon,
+        "the address's share enforced",
+        "zedi_protocol_errors_total{kind=\"preauth_limit\"}",
+        |v| v == 6.0,
+    );
+    let metrics = daemon.metrics();
+    let held = metric(
+        &metrics,
+        "zedi_memory_budget_used_bytes{holder=\"preauth\"}",
+    );
+    assert!(
+        held <= 4.0 * MIB as f64 && held >= 3.0 * MIB as f64,
+        "pre-auth bytes held: {held}"
+    );
+    let closed = flood.iter_mut().map(is_closed).filter(|c| *c).count();
+    assert_eq!(closed, 6, "four sockets fit in the address's share");
+    // Another address has a share of its own.
+    let mut other = Client::connect_as(daemon.port, "203.0.113.10");
+    other.send("shared", Message::Sync(SyncMessage::Update(&update)));
+    assert!(!is_closed(&mut other), "another address was refused");
+    still_edits(&mut editor, "shared", 8);
+    drop(flood);
+    drop(other);
+    wait_metric(
+        &daemon,
+        "pre-auth bytes released",
+        "zedi_memory_budget_used_bytes{holder=\"preauth\"}",
+        |v| v == 0.0,
+    );
+}
+
+#[test]
+fn a_long_session_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut editor = daemon.ws();
+    editor.open("notes");
+    let mut attacker = daemon.ws();
+    let address = format!("notes\0{}", "s".repeat(4 * MIB));
+    attacker.auth(&address);
+    let reason = attacker.expect_close(4205);
+    assert!(reason.contains("address too long"), "{reason}");
+    still_edits(&mut editor, "notes", 3);
+    assert_eq!(
+        metric(
+            &daemon.metrics(),
+            "zedi_protocol_errors_total{kind=\"invalid_address\"}"
+        ),
+        1.0
+    );
+    // A v4 provider's real address (name, NUL, a UUID) is fine.
+    let mut provider = daemon.ws();
+    provider.open("notes\u{0}0b9c5a8e-4d0f-4b7e-9a51-4f0c2b7d9e11");
+}
+
+#[test]
+fn a_socket_without_an_authenticated_document_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("ZEDI__TIMEOUTS__AUTH_MS", "1000"),
+            ("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "200"),
+        ],
+    );
+    let mut editor = daemon.ws();
+    editor.open("doc");
+    // Reading answers the daemon's pings, so this socket is never idle; it just never
+    // authenticates anything.
+    let mut lurker = daemon.ws();
+    let reason = lurker.expect_close(4408);
+    assert!(reason.contains("authentication"), "{reason}");
+    // The editor was connected as long, but has a document open.
+    still_edits(&mut editor, "doc", 4);
+    assert_eq!(
+        metric(
+            &daemon.metrics(),
+            "zedi_protocol_errors_total{kind=\"auth_timeout\"}"
+        ),
+        1.0
+    );
+}
+
+/// Limits that fit a 16 MiB budget (each per-socket share at most half of it).
+const SMALL_NODE: &[(&str, &str)] = &[
+    ("ZEDI__LIMITS__MEMORY_BUDGET_BYTES", "16777216"),
+    ("ZEDI__LIMITS__MAX_FRAME_BYTES", "4194304"),
+    ("ZEDI__LIMITS__MAX_OUTBOUND_BYTES", "8388608"),
+    ("ZEDI__LIMITS__MAX_PREAUTH_BYTES", "4194304"),
+    ("ZEDI__LIMITS__MAX_PREAUTH_BYTES_PER_ADDRESS", "8388608"),
+    ("ZEDI__LIMITS__MAX_BYTES_PER_SEC", "100000000"),
+    ("ZEDI__DOCUMENTS__UNLOAD_GRACE_MS", "100"),
+];
+
+fn upgrade_status(port: u16) -> u16 {
+    match tungstenite::connect(format!("ws://127.0.0.1:{port}/")) {
+        Ok(_) => 101,
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_nearly_full_budget_refuses_connections_then_documents_and_health_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SMALL_NODE.to_vec();
+    env.push(("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "10"));
+    let daemon = Daemon::start(dir.path(), &env);
+    let mut writer = daemon.ws();
+    writer.open("big");
+    // 1.55 MB × 10 is 92 % of the budget: past both refusal levels, short of shedding. In
+    // two steps, because a frame being received is charged too (1.55 MB in flight on top of
+    // 14 MB would be over the budget, and the writer would be the socket shed).
+    for (client, bytes) in [(1, 1_400_000), (2, 150_000)] {
+        writer.send(
+            "big",
+            Message::Sync(SyncMessage::Update(&big_update(client, bytes))),
+        );
+        writer.expect_ack("big");
+    }
+    assert_eq!(upgrade_status(daemon.port), 503, "new sockets are refused");
+    let (status, _) = common::http_get(daemon.port, "/health").unwrap();
+    assert_eq!(status, 200, "the task must not look unhealthy");
+    writer.auth("other");
+    writer.expect("CLOSE for a document not loaded", |a, m| {
+        a == "other" && matches!(m, Message::Close(Some(r)) if r.contains("server busy"))
+    });
+    still_edits(&mut writer, "big", 3);
+    let metrics = daemon.metrics();
+    assert!(
+        metric(
+            &metrics,
+            "zedi_memory_sheds_total{reason=\"connection_refused\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "zedi_memory_sheds_total{reason=\"document_refused\"}"
+        ) >= 1.0
+    );
+    // Once the document unloads its charge goes, and the node takes connections again.
+    drop(writer);
+    wait_metric(
+        &daemon,
+        "the document's charge released",
+        "zedi_memory_budget_used_bytes{holder=\"documents\"}",
+        |v| v == 0.0,
+    );
+    assert_eq!(upgrade_status(daemon.port), 101);
+}
+
+#[test]
+fn over_the_budget_the_socket_holding_the_most_is_closed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SMALL_NODE.to_vec();
+    env.push(("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "2"));
+    // Long enough that only the budget can close the stuck reader here.
+    env.push(("ZEDI__TIMEOUTS__WRITE_STALL_MS", "120000"));
+    let daemon = Daemon::start(dir.path(), &env);
+    let mut stuck = daemon.ws();
+    stuck.open("growing");
+    let mut writer = daemon.ws();
+    writer.open("growing");
+    let shed = "zedi_memory_sheds_total{reason=\"socket_closed\"}";
+    for i in 0..400u64 {
+        writer.send(
+            "growing",
+            Message::Sync(SyncMessage::Update(&big_update(100 + i, 40_000))),
+        );
+        writer.expect_ack("growing");
+        if metric(&daemon.metrics(), shed) >= 1.0 {
+            break;
+        }
+    }
+    let metrics = wait_metric(&daemon, "the stuck reader shed", shed, |v| v >= 1.0);
+    assert_eq!(
+        metric(&metrics, "zedi_memory_sheds_total{reason=\"slow_reader\"}"),
+        0.0,
+        "the budget, not the per-socket share, closed it"
+    );
+    daemon.wait_health("the stuck reader gone", |h| h["connections"] == 1);
+    still_edits(&mut writer, "growing", 9999);
+    assert!(is_closed(&mut stuck));
+}
