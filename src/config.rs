@@ -504,7 +504,7 @@ impl Settings {
                 "awareness bounds must be > 0 (the state at least 1024 bytes)",
             ));
         }
-        if !(self.limits.document_memory_factor >= 1.0) {
+        if self.limits.document_memory_factor.is_nan() || self.limits.document_memory_factor < 1.0 {
             return Err(invalid(
                 "limits.document_memory_factor",
                 "must be at least 1",
