@@ -129,6 +129,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     if let Some(reporter) = CloudWatchActor::new(
         &settings.cloudwatch,
         metrics.connections_open.clone(),
+        Arc::clone(&budget),
         Arc::clone(&metrics),
     ) {
         reporter.start();
