@@ -2,9 +2,10 @@
 """Checks that ops/ (Terraform, Dockerfile, Prometheus, Grafana) agrees with the daemon.
 
 Standard library only. Run from anywhere:  python3 ops/check_consistency.py
-  - the port, CloudWatch namespace (dev environment), metric name and dimensions that Terraform
+  - the port, CloudWatch namespace (dev environment), metric names and dimensions that Terraform
     resolves equal config/default.toml; the task definition, scaling policy and IAM condition use
-    those same values; every ZEDI__SECTION__KEY the task sets is a real config key;
+    those same values, and so does the MemoryPressure alarm; every ZEDI__SECTION__KEY the task
+    sets is a real config key;
   - the seed sizing of dev and prod; no NAT output without a NAT gateway;
   - the Dockerfile: non-root USER, HEALTHCHECK through `zedi-sync healthcheck`, EXPOSE and PORT
     equal to the config's port, `cargo build --locked --bin zedi-sync`;
@@ -320,6 +321,9 @@ def main(argv):
                 check(namespace == "zedi/prod", f"prod: namespace is zedi/prod", namespace)
             name = scope.local("metric_name")
             check(name == cw["metric_name"], f"{env}: metric name {name!r} == config cloudwatch.metric_name {cw['metric_name']!r}")
+            mem = scope.local("memory_metric_name")
+            check(mem == cw["memory_metric_name"],
+                  f"{env}: memory metric name {mem!r} == config cloudwatch.memory_metric_name {cw['memory_metric_name']!r}")
             dims = scope.local("metric_dimensions")
             check(dims == cfg_dims, f"{env}: metric dimensions {dims} == config cloudwatch.dimensions {cfg_dims}")
             tf_port = scope.var("container_port")
@@ -347,6 +351,7 @@ def main(argv):
         "ZEDI__CLOUDWATCH__NAMESPACE": "local.metric_namespace",
         "ZEDI__CLOUDWATCH__METRIC_NAME": "local.metric_name",
         "ZEDI__CLOUDWATCH__DIMENSIONS": "local.metric_dimensions_env",
+        "ZEDI__CLOUDWATCH__MEMORY_METRIC_NAME": "local.memory_metric_name",
         "ZEDI__LOG__FORMAT": '"json"',
     }
     for k, v in want_env.items():
@@ -368,6 +373,11 @@ def main(argv):
     check("for_each = local.metric_dimensions" in policy, "scaling policy dimensions = local.metric_dimensions")
     target = attributes(nested(policy, "target_tracking_scaling_policy_configuration"))
     check(target.get("target_value") == "var.connections_per_task", "scaling target = var.connections_per_task")
+
+    alarm = attributes(find_block(module_text, "resource", "aws_cloudwatch_metric_alarm", "memory_pressure"))
+    for key, want in (("namespace", "local.metric_namespace"), ("metric_name", "local.memory_metric_name"),
+                      ("dimensions", "local.metric_dimensions")):
+        check(alarm.get(key) == want, f"MemoryPressure alarm {key} = {want}", f"got {alarm.get(key)}")
 
     iam = find_block(module_text, "data", "aws_iam_policy_document", "task")
     check(re.search(r'variable\s*=\s*"cloudwatch:namespace"\s*values\s*=\s*\[local\.metric_namespace\]', iam) is not None

@@ -6,6 +6,11 @@
 //! It runs on every node, clustered or not: the scaling signal is per task and must not depend
 //! on Redis being configured. A failing publish is retried briefly, counted and logged; it never
 //! blocks or slows serving (the actor only reads a gauge).
+//!
+//! Beside it, unless `cloudwatch.memory_metric_name` is empty, goes a second datum with the same
+//! dimensions: the memory budget's use in percent (`MemoryPressure`), in the same API call or
+//! EMF line, so that an alarm (or a step-scaling policy) can see a task filling up before it
+//! starts shedding.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +19,7 @@ use actix::prelude::*;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use prometheus::IntGauge;
 
+use crate::budget::MemoryBudget;
 use crate::config::{CloudWatchMode, CloudWatchSettings};
 use crate::metrics::Metrics;
 
@@ -25,19 +31,58 @@ pub struct CloudWatchActor {
     dimensions: Vec<(String, String)>,
     client: Option<aws_sdk_cloudwatch::Client>,
     connections: IntGauge,
+    budget: Arc<MemoryBudget>,
     metrics: Arc<Metrics>,
     publishing: bool,
 }
 
-/// The EMF document for one datapoint (pure, so tests can check its shape alone).
+/// What one interval reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Open WebSockets (`metric_name`).
+    pub connections: i64,
+    /// The memory budget's use in percent (`memory_metric_name`).
+    pub memory_percent: f64,
+}
+
+impl Sample {
+    fn read(connections: &IntGauge, budget: &MemoryBudget) -> Self {
+        Sample {
+            connections: connections.get(),
+            memory_percent: percent_value(budget.percent()),
+        }
+    }
+}
+
+/// Two decimals (0.01 % of a 384 MiB budget is 40 KB: finer says nothing an alarm can use), and
+/// a finite number whatever the division gave, since JSON has no NaN.
+fn percent_value(percent: f64) -> f64 {
+    if percent.is_finite() {
+        (percent * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// The memory metric's name, or `None` when it is switched off (empty).
+fn memory_metric(settings: &CloudWatchSettings) -> Option<&str> {
+    Some(settings.memory_metric_name.as_str()).filter(|name| !name.is_empty())
+}
+
+/// The EMF document for one interval (pure, so tests can check its shape alone): one line,
+/// one directive, both metrics under the same dimensions.
 pub fn emf_line(
     settings: &CloudWatchSettings,
     dimensions: &[(String, String)],
-    value: i64,
+    sample: Sample,
     timestamp_ms: u128,
 ) -> String {
     let mut root = serde_json::Map::new();
     let dimension_names: Vec<&str> = dimensions.iter().map(|(k, _)| k.as_str()).collect();
+    let mut metrics = vec![serde_json::json!({"Name": settings.metric_name, "Unit": "Count"})];
+    if let Some(name) = memory_metric(settings) {
+        metrics.push(serde_json::json!({"Name": name, "Unit": "Percent"}));
+    }
     root.insert(
         "_aws".into(),
         serde_json::json!({
@@ -45,14 +90,23 @@ pub fn emf_line(
             "CloudWatchMetrics": [{
                 "Namespace": settings.namespace,
                 "Dimensions": [dimension_names],
-                "Metrics": [{"Name": settings.metric_name, "Unit": "Count"}],
+                "Metrics": metrics,
             }],
         }),
     );
     for (k, v) in dimensions {
         root.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
-    root.insert(settings.metric_name.clone(), serde_json::Value::from(value));
+    root.insert(
+        settings.metric_name.clone(),
+        serde_json::Value::from(sample.connections),
+    );
+    if let Some(name) = memory_metric(settings) {
+        root.insert(
+            name.to_string(),
+            serde_json::Value::from(sample.memory_percent),
+        );
+    }
     serde_json::Value::Object(root).to_string()
 }
 
@@ -61,6 +115,7 @@ impl CloudWatchActor {
     pub fn new(
         settings: &CloudWatchSettings,
         connections: IntGauge,
+        budget: Arc<MemoryBudget>,
         metrics: Arc<Metrics>,
     ) -> Option<Self> {
         if settings.mode == CloudWatchMode::Off {
@@ -71,20 +126,21 @@ impl CloudWatchActor {
             settings: settings.clone(),
             client: None,
             connections,
+            budget,
             metrics,
             publishing: false,
         })
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let value = self.connections.get();
+        let sample = Sample::read(&self.connections, &self.budget);
         match self.settings.mode {
             CloudWatchMode::Off => {}
             CloudWatchMode::Emf => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
-                let line = emf_line(&self.settings, &self.dimensions, value, now);
+                let line = emf_line(&self.settings, &self.dimensions, sample, now);
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
                 let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
@@ -103,27 +159,15 @@ impl CloudWatchActor {
                     return;
                 };
                 self.publishing = true;
-                let datum = MetricDatum::builder()
-                    .metric_name(&self.settings.metric_name)
-                    .unit(StandardUnit::Count)
-                    .value(value as f64)
-                    .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(
-                        SystemTime::now(),
-                    ))
-                    .set_dimensions(Some(
-                        self.dimensions
-                            .iter()
-                            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
-                            .collect(),
-                    ))
-                    .build();
+                let data = self.data(sample);
+                let value = sample.connections;
                 let namespace = self.settings.namespace.clone();
                 ctx.spawn(
                     async move {
                         let mut delay = Duration::from_millis(200);
                         let mut last_error = String::new();
                         for attempt in 1..=ATTEMPTS {
-                            let call = client.put_metric_data().namespace(&namespace).metric_data(datum.clone()).send();
+                            let call = client.put_metric_data().namespace(&namespace).set_metric_data(Some(data.clone())).send();
                             match tokio::time::timeout(Duration::from_secs(10), call).await {
                                 Ok(Ok(_)) => return Ok(attempt),
                                 Ok(Err(e)) => last_error = aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string(),
@@ -153,6 +197,36 @@ impl CloudWatchActor {
     }
 }
 
+impl CloudWatchActor {
+    /// The datums of one `PutMetricData` call: both metrics, same dimensions and timestamp.
+    fn data(&self, sample: Sample) -> Vec<MetricDatum> {
+        let timestamp = aws_sdk_cloudwatch::primitives::DateTime::from(SystemTime::now());
+        let dimensions: Vec<Dimension> = self
+            .dimensions
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+            .collect();
+        let datum = |name: &str, unit: StandardUnit, value: f64| {
+            MetricDatum::builder()
+                .metric_name(name)
+                .unit(unit)
+                .value(value)
+                .timestamp(timestamp)
+                .set_dimensions(Some(dimensions.clone()))
+                .build()
+        };
+        let mut data = vec![datum(
+            &self.settings.metric_name,
+            StandardUnit::Count,
+            sample.connections as f64,
+        )];
+        if let Some(name) = memory_metric(&self.settings) {
+            data.push(datum(name, StandardUnit::Percent, sample.memory_percent));
+        }
+        data
+    }
+}
+
 impl Actor for CloudWatchActor {
     type Context = Context<Self>;
 
@@ -179,8 +253,9 @@ impl Actor for CloudWatchActor {
             mode = ?self.settings.mode,
             namespace = %self.settings.namespace,
             metric = %self.settings.metric_name,
+            memory_metric = memory_metric(&self.settings).unwrap_or("-"),
             interval_secs = self.settings.interval_secs,
-            "reporting ActiveConnections to CloudWatch"
+            "reporting ActiveConnections (and MemoryPressure) to CloudWatch"
         );
         ctx.run_interval(
             Duration::from_secs(self.settings.interval_secs),
@@ -193,13 +268,22 @@ impl Actor for CloudWatchActor {
 mod tests {
     use super::*;
 
+    fn default_settings() -> CloudWatchSettings {
+        crate::config::Settings::load_from(None, Vec::<(String, String)>::new())
+            .unwrap()
+            .cloudwatch
+    }
+
+    const SAMPLE: Sample = Sample {
+        connections: 42,
+        memory_percent: 87.25,
+    };
+
     #[test]
     fn emf_line_has_the_embedded_metric_format_shape() {
-        let settings = crate::config::Settings::load_from(None, Vec::<(String, String)>::new())
-            .unwrap()
-            .cloudwatch;
+        let settings = default_settings();
         let dims = vec![("ServiceName".to_string(), "zedi-realtime".to_string())];
-        let line = emf_line(&settings, &dims, 42, 1_700_000_000_000);
+        let line = emf_line(&settings, &dims, SAMPLE, 1_700_000_000_000);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
@@ -210,10 +294,42 @@ mod tests {
         );
         assert_eq!(
             directive["Metrics"],
-            serde_json::json!([{"Name": "ActiveConnections", "Unit": "Count"}])
+            serde_json::json!([
+                {"Name": "ActiveConnections", "Unit": "Count"},
+                {"Name": "MemoryPressure", "Unit": "Percent"},
+            ])
         );
         assert_eq!(v["ServiceName"], "zedi-realtime");
         assert_eq!(v["ActiveConnections"], 42);
+        assert_eq!(v["MemoryPressure"], 87.25);
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn an_empty_memory_metric_name_leaves_only_active_connections() {
+        let mut settings = default_settings();
+        settings.memory_metric_name = String::new();
+        let dims = vec![("ServiceName".to_string(), "zedi-realtime".to_string())];
+        let v: serde_json::Value =
+            serde_json::from_str(&emf_line(&settings, &dims, SAMPLE, 1)).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            serde_json::json!([{"Name": "ActiveConnections", "Unit": "Count"}])
+        );
+        assert!(v.get("MemoryPressure").is_none(), "{v}");
+        assert_eq!(v["ActiveConnections"], 42);
+    }
+
+    #[test]
+    fn the_sample_reads_the_budget_in_percent() {
+        let budget = MemoryBudget::unmetered(64 * 1024 * 1024);
+        budget.charge(crate::budget::Holder::Documents, 16 * 1024 * 1024);
+        let gauge = IntGauge::new("connections", "test").unwrap();
+        gauge.set(3);
+        let sample = Sample::read(&gauge, &budget);
+        assert_eq!(sample.connections, 3);
+        assert_eq!(sample.memory_percent, 25.0);
+        assert_eq!(percent_value(100.0 / 3.0), 33.33);
+        assert_eq!(percent_value(f64::NAN), 0.0);
     }
 }

@@ -6,6 +6,10 @@
 //! holds its update committed. A failed write is retried with backoff, never dropped; the
 //! number of updates waiting is bounded, and a caller that finds the bound reached is refused
 //! *before* it applies anything, so the client hears "rejected" rather than losing an update.
+//!
+//! The bytes of queued updates are charged to the memory budget ([`Holder::StoreQueue`]) from
+//! submission until they are durable: a slow or failing store makes every document's accepted
+//! edits pile up here, and the count bound alone says nothing about their size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::budget::{Charge, Holder, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::store::{AppendItem, Store, StoreError};
 
@@ -30,7 +35,26 @@ struct Request {
     /// before it (used to acknowledge an update that changed nothing).
     item: Option<AppendItem>,
     done: oneshot::Sender<()>,
-    _permit: OwnedSemaphorePermit,
+    /// The update's bytes in the budget; released when the request is completed (or dropped
+    /// with the writer at shutdown).
+    charge: Charge,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Request {
+    /// Releases the update's place and charge, then tells the caller. In that order, so that
+    /// whoever hears "durable" sees the queue and the budget without it.
+    fn complete(self) {
+        let Request {
+            done,
+            charge,
+            permit,
+            ..
+        } = self;
+        drop(charge);
+        drop(permit);
+        let _ = done.send(());
+    }
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -40,6 +64,7 @@ pub struct Persistence {
     permits: Arc<Semaphore>,
     degraded: Arc<AtomicBool>,
     store: Arc<dyn Store>,
+    budget: Arc<MemoryBudget>,
 }
 
 /// The queue of not-yet-durable updates is full.
@@ -52,26 +77,35 @@ pub struct QueueFull;
 pub struct Reservation {
     permit: OwnedSemaphorePermit,
     tx: mpsc::UnboundedSender<Request>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl Reservation {
     /// Queues the update (or a barrier, for `None`); the receiver completes once durable.
     pub fn submit(self, item: Option<AppendItem>) -> oneshot::Receiver<()> {
         let (done, rx) = oneshot::channel();
+        let mut charge = Charge::new(&self.budget, Holder::StoreQueue);
+        charge.set(item.as_ref().map_or(0, queued_bytes));
         // The writer only stops after every sender is gone, so this send cannot fail while a
         // reservation exists; if it did, the dropped `done` makes the caller see an error.
         let _ = self.tx.send(Request {
             item,
             done,
-            _permit: self.permit,
+            charge,
+            permit: self.permit,
         });
         rx
     }
 }
 
 impl Persistence {
-    /// Starts the writer on the current runtime.
-    pub fn start(store: Arc<dyn Store>, config: PersistenceConfig, metrics: Arc<Metrics>) -> Self {
+    /// Starts the writer on the current runtime; queued updates are charged to `budget`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: PersistenceConfig,
+        metrics: Arc<Metrics>,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let degraded = Arc::new(AtomicBool::new(false));
         let permits = Arc::new(Semaphore::new(config.max_pending_writes));
@@ -88,6 +122,7 @@ impl Persistence {
             permits,
             degraded,
             store,
+            budget,
         }
     }
 
@@ -98,6 +133,7 @@ impl Persistence {
         Ok(Reservation {
             permit,
             tx: self.tx.clone(),
+            budget: Arc::clone(&self.budget),
         })
     }
 
@@ -108,6 +144,7 @@ impl Persistence {
             let rx = Reservation {
                 permit,
                 tx: self.tx.clone(),
+                budget: Arc::clone(&self.budget),
             }
             .submit(None);
             let _ = rx.await;
@@ -122,6 +159,12 @@ impl Persistence {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
+}
+
+/// What one queued update holds: its bytes and its document's name (the queue's own bookkeeping
+/// is a few words per update, left out).
+fn queued_bytes(item: &AppendItem) -> usize {
+    item.update.len() + item.name.len()
 }
 
 struct Writer {
@@ -151,9 +194,9 @@ impl Writer {
                 self.write_until_durable(&items).await;
             }
             for request in batch.drain(..) {
-                let _ = request.done.send(());
+                request.complete();
             }
-            // Permits return as the requests drop above, so this is the depth still waiting.
+            // Permits return as the requests complete above, so this is the depth still waiting.
             self.metrics
                 .store_pending_writes
                 .set((self.config.max_pending_writes - self.permits.available_permits()) as i64);
@@ -221,6 +264,10 @@ mod tests {
         }
     }
 
+    fn budget() -> Arc<MemoryBudget> {
+        MemoryBudget::unmetered(1 << 30)
+    }
+
     fn item(text: &str, client: u64) -> Option<AppendItem> {
         Some(AppendItem {
             name: Arc::from("doc"),
@@ -231,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn completion_means_the_update_is_in_the_store() {
         let store = Arc::new(MemoryStore::new());
-        let p = Persistence::start(store.clone(), config(100), Metrics::new());
+        let p = Persistence::start(store.clone(), config(100), Metrics::new(), budget());
         let mut waits = Vec::new();
         for i in 0..50u64 {
             waits.push(p.try_reserve().unwrap().submit(item("a", i + 1)));
@@ -246,7 +293,7 @@ mod tests {
     async fn failures_are_retried_and_nothing_is_acknowledged_early() {
         let store = Arc::new(MemoryStore::new());
         store.set_failing(true);
-        let p = Persistence::start(store.clone(), config(100), Metrics::new());
+        let p = Persistence::start(store.clone(), config(100), Metrics::new(), budget());
         let mut done = p.try_reserve().unwrap().submit(item("kept", 7));
         // While the store fails: not acknowledged, degraded.
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -268,7 +315,7 @@ mod tests {
     async fn the_queue_bound_refuses_new_writes_but_keeps_accepted_ones() {
         let store = Arc::new(MemoryStore::new());
         store.set_failing(true);
-        let p = Persistence::start(store.clone(), config(3), Metrics::new());
+        let p = Persistence::start(store.clone(), config(3), Metrics::new(), budget());
         let accepted: Vec<_> = (0..3)
             .map(|i| p.try_reserve().unwrap().submit(item("x", 10 + i)))
             .collect();
@@ -287,9 +334,64 @@ mod tests {
     #[tokio::test]
     async fn a_barrier_completes_after_earlier_writes() {
         let store = Arc::new(MemoryStore::new());
-        let p = Persistence::start(store.clone(), config(10), Metrics::new());
+        let p = Persistence::start(store.clone(), config(10), Metrics::new(), budget());
         let _write = p.try_reserve().unwrap().submit(item("b", 3));
         p.try_reserve().unwrap().submit(None).await.unwrap();
         assert_eq!(store.log_len("doc").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn queued_updates_are_charged_to_the_budget_until_durable() {
+        let store = Arc::new(MemoryStore::new());
+        store.set_failing(true);
+        let budget = budget();
+        let p = Persistence::start(store.clone(), config(10), Metrics::new(), budget.clone());
+        let items: Vec<_> = (0..3u64)
+            .map(|i| item(&"y".repeat(100 * (i as usize + 1)), 20 + i))
+            .collect();
+        let expected: usize = items.iter().flatten().map(queued_bytes).sum();
+        let mut waits = Vec::new();
+        for (i, it) in items.into_iter().enumerate() {
+            waits.push(p.try_reserve().unwrap().submit(it));
+            let so_far = budget.used_by(Holder::StoreQueue);
+            assert!(so_far > 0, "write {i} queued but nothing charged");
+        }
+        assert!(expected > 600, "the updates hold their text");
+        // The store fails, so they all wait, charged, while the writer retries.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(budget.used_by(Holder::StoreQueue), expected);
+        assert_eq!(budget.used(), expected);
+        store.set_failing(false);
+        for w in waits {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(budget.used_by(Holder::StoreQueue), 0, "durable: released");
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn updates_dropped_at_shutdown_give_their_charge_back() {
+        let budget = budget();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        store.set_failing(true);
+        let p = runtime.block_on(async {
+            let p = Persistence::start(store.clone(), config(10), Metrics::new(), budget.clone());
+            let _never_durable = p.try_reserve().unwrap().submit(item("lost", 30));
+            // Let the writer take it and start retrying.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            p
+        });
+        assert!(budget.used_by(Holder::StoreQueue) > 0);
+        // The runtime going away drops the writer and the updates it held.
+        drop(runtime);
+        assert_eq!(budget.used_by(Holder::StoreQueue), 0);
+        drop(p);
     }
 }

@@ -66,6 +66,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             retry_max: Duration::from_millis(settings.store.retry_max_ms),
         },
         Arc::clone(&metrics),
+        Arc::clone(&budget),
     );
     let cluster = if settings.cluster.redis_url.is_empty() {
         None
@@ -128,6 +129,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     if let Some(reporter) = CloudWatchActor::new(
         &settings.cloudwatch,
         metrics.connections_open.clone(),
+        Arc::clone(&budget),
         Arc::clone(&metrics),
     ) {
         reporter.start();

@@ -1,5 +1,5 @@
-//! Operations: graceful drain, CloudWatch `ActiveConnections` (against moto's real AWS API
-//! emulator, and as EMF lines), and the metrics catalogue.
+//! Operations: graceful drain, CloudWatch `ActiveConnections` and `MemoryPressure` (against
+//! moto's real AWS API emulator, and as EMF lines), and the metrics catalogue.
 
 mod common;
 
@@ -121,18 +121,19 @@ fn a_second_signal_exits_at_once() {
     assert!(second.elapsed() < Duration::from_secs(2));
 }
 
-#[test]
-fn emf_mode_prints_active_connections_as_embedded_metric_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = spawn_piped(
-        dir.path(),
-        &[
-            ("ZEDI__CLOUDWATCH__MODE", "emf"),
-            ("ZEDI__CLOUDWATCH__INTERVAL_SECS", "1"),
-            ("ZEDI__CLOUDWATCH__NAMESPACE", "zedi/test"),
-        ],
-    );
-    let clients: Vec<_> = (0..3).map(|_| common::Client::connect(port)).collect();
+/// Starts the daemon in EMF mode (1 s interval) with `env` added; returns it, its port and its
+/// stdout lines.
+fn emf_daemon(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    let mut all = vec![
+        ("ZEDI__CLOUDWATCH__MODE", "emf"),
+        ("ZEDI__CLOUDWATCH__INTERVAL_SECS", "1"),
+        ("ZEDI__CLOUDWATCH__NAMESPACE", "zedi/test"),
+    ];
+    all.extend_from_slice(env);
+    let (mut child, port) = spawn_piped(data, &all);
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -142,8 +143,16 @@ fn emf_mode_prints_active_connections_as_embedded_metric_format() {
             }
         }
     });
+    (child, port, rx)
+}
+
+/// The first EMF line (within 10 s) whose `ActiveConnections` is `connections`; every line on
+/// the way must be an EMF document of namespace zedi/test with the ServiceName dimension.
+fn emf_line_with(
+    rx: &std::sync::mpsc::Receiver<String>,
+    connections: u64,
+) -> Option<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = None;
     while Instant::now() < deadline {
         let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) else {
             continue;
@@ -160,15 +169,51 @@ fn emf_mode_prints_active_connections_as_embedded_metric_format() {
         assert_eq!(directive["Metrics"][0]["Unit"], "Count");
         assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_600_000_000_000);
         assert_eq!(v["ServiceName"], "zedi-realtime");
-        if v["ActiveConnections"] == 3 {
-            seen = Some(v);
-            break;
+        if v["ActiveConnections"] == connections {
+            return Some(v);
         }
     }
-    assert!(seen.is_some(), "no EMF line with ActiveConnections = 3");
+    None
+}
+
+#[test]
+fn emf_mode_prints_active_connections_and_memory_pressure_as_embedded_metric_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port, rx) = emf_daemon(dir.path(), &[]);
+    let clients: Vec<_> = (0..3).map(|_| common::Client::connect(port)).collect();
+    let seen = emf_line_with(&rx, 3);
     drop(clients);
     let _ = child.kill();
     let _ = child.wait();
+    let v = seen.expect("no EMF line with ActiveConnections = 3");
+    // The same line, under the same directive and dimensions, carries the budget's use.
+    assert_eq!(
+        v["_aws"]["CloudWatchMetrics"][0]["Metrics"][1],
+        serde_json::json!({"Name": "MemoryPressure", "Unit": "Percent"}),
+        "{v}"
+    );
+    let percent = v["MemoryPressure"]
+        .as_f64()
+        .expect("MemoryPressure is a number");
+    assert!((0.0..=100.0).contains(&percent), "{percent}");
+}
+
+#[test]
+fn emf_mode_without_memory_metric_name_prints_only_active_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port, rx) =
+        emf_daemon(dir.path(), &[("ZEDI__CLOUDWATCH__MEMORY_METRIC_NAME", "")]);
+    let clients: Vec<_> = (0..2).map(|_| common::Client::connect(port)).collect();
+    let seen = emf_line_with(&rx, 2);
+    drop(clients);
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = seen.expect("no EMF line with ActiveConnections = 2");
+    assert_eq!(
+        v["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+        serde_json::json!([{"Name": "ActiveConnections", "Unit": "Count"}])
+    );
+    assert!(v.get("MemoryPressure").is_none(), "{v}");
 }
 
 /// moto's server, the AWS API emulator (`scripts/test.sh` installs it and sets ZEDI_TEST_MOTO_SERVER).
@@ -205,7 +250,8 @@ impl Drop for Moto {
     }
 }
 
-async fn datapoints(endpoint: &str) -> Vec<f64> {
+/// Maximum of every datapoint of `metric` with ServiceName = `service` in the last 10 minutes.
+async fn datapoints(endpoint: &str, metric: &str, service: &str) -> Vec<f64> {
     use aws_sdk_cloudwatch::types::{Dimension, Statistic};
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -220,11 +266,11 @@ async fn datapoints(endpoint: &str) -> Vec<f64> {
     let out = client
         .get_metric_statistics()
         .namespace("zedi/dev")
-        .metric_name("ActiveConnections")
+        .metric_name(metric)
         .dimensions(
             Dimension::builder()
                 .name("ServiceName")
-                .value("zedi-realtime")
+                .value(service)
                 .build(),
         )
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from(
@@ -248,18 +294,25 @@ async fn datapoints(endpoint: &str) -> Vec<f64> {
 async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_serving() {
     let moto = Moto::start();
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let api_env = [
+        ("ZEDI__CLOUDWATCH__MODE", "api"),
+        ("ZEDI__CLOUDWATCH__INTERVAL_SECS", "1"),
+        ("ZEDI__CLOUDWATCH__ENDPOINT_URL", endpoint.as_str()),
+        ("ZEDI__CLOUDWATCH__REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        dir.path(),
-        &[
-            ("ZEDI__CLOUDWATCH__MODE", "api"),
-            ("ZEDI__CLOUDWATCH__INTERVAL_SECS", "1"),
-            ("ZEDI__CLOUDWATCH__ENDPOINT_URL", &endpoint),
-            ("ZEDI__CLOUDWATCH__REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ],
-    );
+    let daemon = Daemon::start(dir.path(), &api_env);
+    // A second node with the memory metric switched off, under its own dimension value so
+    // that what it publishes can be told apart.
+    let quiet_dir = tempfile::tempdir().unwrap();
+    let mut quiet_env = api_env.to_vec();
+    quiet_env.extend([
+        ("ZEDI__CLOUDWATCH__MEMORY_METRIC_NAME", ""),
+        ("ZEDI__CLOUDWATCH__DIMENSIONS", "ServiceName=zedi-no-memory"),
+    ]);
+    let quiet = Daemon::start(quiet_dir.path(), &quiet_env);
     let port = daemon.port;
     let clients = tokio::task::spawn_blocking(move || {
         (0..4)
@@ -270,7 +323,10 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if datapoints(&endpoint).await.contains(&4.0) {
+        if datapoints(&endpoint, "ActiveConnections", "zedi-realtime")
+            .await
+            .contains(&4.0)
+        {
             break;
         }
         assert!(
@@ -284,6 +340,30 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
             .metrics()
             .contains("zedi_cloudwatch_publish_total{result=\"ok\"}")
     );
+    // MemoryPressure went in the same call, with the same dimensions.
+    let pressure = datapoints(&endpoint, "MemoryPressure", "zedi-realtime").await;
+    assert!(
+        !pressure.is_empty() && pressure.iter().all(|p| (0.0..=100.0).contains(p)),
+        "MemoryPressure datapoints: {pressure:?}"
+    );
+    // The node without a memory metric name publishes ActiveConnections only.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while datapoints(&endpoint, "ActiveConnections", "zedi-no-memory")
+        .await
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no ActiveConnections from the node without a memory metric"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        datapoints(&endpoint, "MemoryPressure", "zedi-no-memory").await,
+        Vec::<f64>::new(),
+        "an empty cloudwatch.memory_metric_name must publish no MemoryPressure"
+    );
+    drop(quiet);
 
     // The API goes away: failures are counted, editing goes on.
     drop(moto);

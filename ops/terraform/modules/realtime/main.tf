@@ -18,6 +18,10 @@ locals {
   metric_dimensions     = { ServiceName = local.service_name }
   metric_dimensions_env = join(",", [for k in sort(keys(local.metric_dimensions)) : "${k}=${local.metric_dimensions[k]}"])
 
+  # Published beside it, same namespace and dimensions: the memory budget's use in percent
+  # (cloudwatch.memory_metric_name), which the alarm in alarms.tf watches.
+  memory_metric_name = "MemoryPressure"
+
   # Stopping a task (deploy, scale-in, Spot interruption), in ECS's order:
   #  1. ECS deregisters it from the target group: no new WebSockets reach it; the open ones keep
   #     working for deregistration_delay, then the ALB closes them (the providers reconnect and
@@ -40,22 +44,23 @@ locals {
   # Container environment; empty values are left out so the daemon's defaults apply.
   environment = merge(
     { for k, v in {
-      PORT                            = tostring(var.container_port)
-      ZEDI__SERVER__DRAIN_DEADLINE_MS = tostring(local.drain_deadline_ms)
-      ZEDI__LOG__FORMAT               = "json"
-      ZEDI__LOG__LEVEL                = var.log_level
-      ZEDI__STORE__KIND               = "postgres"
-      ZEDI__STORE__SSLMODE            = var.database_sslmode
-      ZEDI__STORE__SSL_ROOT_CERT      = var.database_ssl_root_cert
-      ZEDI__CLOUDWATCH__MODE          = "api"
-      ZEDI__CLOUDWATCH__NAMESPACE     = local.metric_namespace
-      ZEDI__CLOUDWATCH__METRIC_NAME   = local.metric_name
-      ZEDI__CLOUDWATCH__DIMENSIONS    = local.metric_dimensions_env
-      ZEDI__CLOUDWATCH__REGION        = var.aws_region
-      COGNITO_USER_POOL_ID            = var.cognito_user_pool_id
-      COGNITO_REGION                  = var.cognito_user_pool_id != "" ? local.cognito_region : ""
-      ZEDI__AUTH__AUDIENCES           = join(",", var.cognito_app_client_ids)
-      ALLOWED_ORIGINS                 = join(",", var.allowed_origins)
+      PORT                                 = tostring(var.container_port)
+      ZEDI__SERVER__DRAIN_DEADLINE_MS      = tostring(local.drain_deadline_ms)
+      ZEDI__LOG__FORMAT                    = "json"
+      ZEDI__LOG__LEVEL                     = var.log_level
+      ZEDI__STORE__KIND                    = "postgres"
+      ZEDI__STORE__SSLMODE                 = var.database_sslmode
+      ZEDI__STORE__SSL_ROOT_CERT           = var.database_ssl_root_cert
+      ZEDI__CLOUDWATCH__MODE               = "api"
+      ZEDI__CLOUDWATCH__NAMESPACE          = local.metric_namespace
+      ZEDI__CLOUDWATCH__METRIC_NAME        = local.metric_name
+      ZEDI__CLOUDWATCH__DIMENSIONS         = local.metric_dimensions_env
+      ZEDI__CLOUDWATCH__MEMORY_METRIC_NAME = local.memory_metric_name
+      ZEDI__CLOUDWATCH__REGION             = var.aws_region
+      COGNITO_USER_POOL_ID                 = var.cognito_user_pool_id
+      COGNITO_REGION                       = var.cognito_user_pool_id != "" ? local.cognito_region : ""
+      ZEDI__AUTH__AUDIENCES                = join(",", var.cognito_app_client_ids)
+      ALLOWED_ORIGINS                      = join(",", var.allowed_origins)
     } : k => v if v != "" },
     var.extra_environment,
   )

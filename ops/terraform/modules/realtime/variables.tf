@@ -270,6 +270,24 @@ variable "memory_target_percent" {
   default     = 75
 }
 
+variable "memory_pressure_alarm_percent" {
+  description = "Alarm when the fullest task's memory budget (MemoryPressure) stays above this percent; at 80 a task refuses new WebSockets, at 90 new documents, at 100 it closes sockets. null: no alarm."
+  type        = number
+  default     = 90
+
+  validation {
+    # coalesce: Terraform evaluates both sides of ||, and null > 0 is an error.
+    condition     = coalesce(var.memory_pressure_alarm_percent, 50) > 0 && coalesce(var.memory_pressure_alarm_percent, 50) <= 100
+    error_message = "memory_pressure_alarm_percent must be in (0, 100], or null."
+  }
+}
+
+variable "alarm_actions" {
+  description = "ARNs (SNS topics) notified when an alarm of this module goes to ALARM or back to OK. Empty: the alarm is only visible in the console."
+  type        = list(string)
+  default     = []
+}
+
 variable "fargate_base_count" {
   description = "Tasks always on on-demand FARGATE; every task above it goes to FARGATE_SPOT."
   type        = number
