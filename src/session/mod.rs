@@ -5,6 +5,7 @@
 //! The per-document state machine (auth, join, token refresh, detach) is in [`documents`].
 
 mod documents;
+mod input;
 mod refusals;
 pub use refusals::UpdateRefused;
 mod slots;
@@ -24,10 +25,7 @@ use crate::config::Limits;
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
 use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::metrics::Metrics;
-use crate::protocol::{
-    self, AuthMessage, FrameError, Message, MessageType, PING_FRAME, PONG_FRAME, Packet,
-    SyncMessage, document_name,
-};
+use crate::protocol::{self, Message, MessageType, PING_FRAME};
 use crate::registry::Registry;
 /// WebSocket close reasons are limited to 123 bytes by RFC 6455.
 const MAX_CLOSE_REASON: usize = 123;
@@ -263,125 +261,6 @@ impl SessionActor {
         self.send(ctx, address, &Message::Close(Some(reason)));
     }
 
-    fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
-        // Over the rate, the frame is still taken, but reading pauses until the buckets are
-        // out of debt: TCP then slows the sender (a paste or an import goes through, slower).
-        let now = Instant::now();
-        let limits = &self.shared.limits;
-        let message_debt = MAX_RATE_DEBT_BURSTS * f64::from(limits.max_message_burst);
-        let byte_debt = MAX_RATE_DEBT_BURSTS * (limits.max_bytes_per_sec as f64);
-        let waits = self
-            .messages_rate
-            .take_with_debt(1.0, now, message_debt)
-            .and_then(|a| {
-                let b = self
-                    .bytes_rate
-                    .take_with_debt(frame.len() as f64, now, byte_debt)?;
-                Ok(a.max(b))
-            });
-        match waits {
-            Err(_) => {
-                return self.protocol_error(ctx, "rate_limited", 4205, "rate limit exceeded");
-            }
-            Ok(wait) if !wait.is_zero() => {
-                self.shared.metrics.protocol_error("rate_throttled");
-                self.throttle.pause_until(now + wait);
-            }
-            Ok(_) => {}
-        }
-        self.shared
-            .metrics
-            .bytes_total
-            .with_label_values(&["in"])
-            .inc_by(frame.len() as u64);
-        let packet = match protocol::decode(&frame) {
-            Ok(packet) => packet,
-            Err(e) => {
-                let code = match e {
-                    FrameError::UnknownType(_) | FrameError::AddressedPing => 4205,
-                    _ => 4401,
-                };
-                return self.protocol_error(ctx, e.kind(), code, &e.to_string());
-            }
-        };
-        let (address, message) = match packet {
-            Packet::Ping => {
-                self.shared.metrics.message("in", "ping");
-                ctx.binary(Bytes::from_static(&PONG_FRAME));
-                return;
-            }
-            Packet::Pong => {
-                self.shared.metrics.message("in", "pong");
-                return;
-            }
-            Packet::Message { address, message } => (address, message),
-        };
-        self.shared
-            .metrics
-            .message("in", message.message_type().as_str());
-        if address.len() > self.shared.limits.max_address_bytes {
-            // Every frame for the document repeats the address, and the server keeps it per
-            // attachment: a long session id part would multiply memory and broadcast bytes.
-            return self.protocol_error(ctx, "invalid_address", 4205, "address too long");
-        }
-        let name = document_name(address);
-        if name.is_empty() {
-            return self.protocol_error(ctx, "invalid_document_name", 4205, "empty document name");
-        }
-        if name.chars().any(char::is_control) {
-            return self.protocol_error(
-                ctx,
-                "invalid_document_name",
-                4205,
-                "control characters in document name",
-            );
-        }
-        if name.len() > self.shared.limits.max_document_name_bytes {
-            return self.protocol_error(
-                ctx,
-                "invalid_document_name",
-                4205,
-                "document name too long",
-            );
-        }
-        let address: Arc<str> = match self.docs.get_key_value(address) {
-            Some((known, _)) => Arc::clone(known),
-            None => Arc::from(address),
-        };
-        let size = frame.len();
-        let input = match message {
-            Message::Auth(AuthMessage::Token {
-                token,
-                provider_version,
-            }) => {
-                return self.authenticate(address, token, provider_version, ctx);
-            }
-            Message::Close(_) => return self.client_close(address, size, ctx),
-            Message::BroadcastStateless(_) | Message::SyncReply(_) => {
-                self.shared.metrics.protocol_error("server_only_message");
-                tracing::warn!(
-                    session = self.id,
-                    ty = message.message_type().as_str(),
-                    "client sent a server-only message; closing that document"
-                );
-                return self.close_document(ctx, &address, "message type not allowed from clients");
-            }
-            Message::Auth(_) | Message::SyncStatus(_) => {
-                // Server-to-client messages: meaningless from a client, harmless to drop.
-                self.shared.metrics.protocol_error("unexpected_message");
-                return;
-            }
-            Message::Sync(SyncMessage::Step1(sv)) => SessionInput::SyncStep1(frame.slice_ref(sv)),
-            Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
-                SessionInput::Update(frame.slice_ref(u))
-            }
-            Message::Awareness(a) => SessionInput::Awareness(frame.slice_ref(a)),
-            Message::QueryAwareness => SessionInput::QueryAwareness,
-            Message::Stateless(s) => SessionInput::Stateless(s.to_string()),
-        };
-        self.route(address, Queued::Input(input), size, ctx);
-    }
-
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.last_seen.elapsed() >= self.shared.idle_timeout {
             tracing::info!(session = self.id, "closing idle connection");
@@ -406,32 +285,6 @@ impl SessionActor {
             ctx.binary(Bytes::from_static(&PING_FRAME));
         }
     }
-}
-
-/// Bytes a client frame carrying `message` took on the wire: payload plus the header of a
-/// masked client frame with a minimal length. A client using a longer length encoding than
-/// needed is under-credited, so its inbound charge only errs upwards.
-fn wire_size(message: &ws::Message) -> usize {
-    let payload = match message {
-        ws::Message::Binary(b) | ws::Message::Ping(b) | ws::Message::Pong(b) => b.len(),
-        ws::Message::Text(t) => t.len(),
-        ws::Message::Close(reason) => reason
-            .as_ref()
-            .map_or(0, |r| 2 + r.description.as_ref().map_or(0, String::len)),
-        ws::Message::Continuation(item) => match item {
-            actix_http::ws::Item::FirstText(b)
-            | actix_http::ws::Item::FirstBinary(b)
-            | actix_http::ws::Item::Continue(b)
-            | actix_http::ws::Item::Last(b) => b.len(),
-        },
-        ws::Message::Nop => return 0,
-    };
-    let length_field = match payload {
-        0..=125 => 0,
-        126..=65535 => 2,
-        _ => 8,
-    };
-    2 + length_field + 4 + payload
 }
 
 fn close_label(code: u16) -> &'static str {
@@ -512,95 +365,5 @@ impl Handler<CloseSocket> for SessionActor {
 
     fn handle(&mut self, msg: CloseSocket, ctx: &mut Self::Context) {
         self.close_socket(ctx, msg.code, &msg.reason);
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        if let Ok(message) = &item {
-            self.meter.sub(Holder::Inbound, wire_size(message));
-        }
-        if self.closing {
-            return;
-        }
-        self.last_seen = Instant::now();
-        let message = match item {
-            Ok(message) => message,
-            Err(ws::ProtocolError::Overflow) => {
-                return self.protocol_error(ctx, "frame_too_large", 1009, "message too big");
-            }
-            Err(ws::ProtocolError::Io(e)) => {
-                // The peer went away without a close handshake (tab closed, network lost).
-                tracing::debug!(session = self.id, error = %e, "connection dropped");
-                self.closing = true;
-                ctx.stop();
-                return;
-            }
-            Err(e) => {
-                return self.protocol_error(ctx, "websocket_protocol", 1002, &e.to_string());
-            }
-        };
-        match message {
-            ws::Message::Binary(frame) => self.on_frame(frame, ctx),
-            ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Text(_) => self.protocol_error(
-                ctx,
-                "text_frame",
-                4401,
-                "text frames are not part of the protocol",
-            ),
-            ws::Message::Close(reason) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            ws::Message::Continuation(item) => self.on_continuation(item, ctx),
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-impl SessionActor {
-    /// Reassembles a fragmented message; the size limit applies to the whole message.
-    fn on_continuation(
-        &mut self,
-        item: actix_http::ws::Item,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        let limit = self.shared.limits.max_frame_bytes;
-        let (chunk, last) = match item {
-            actix_http::ws::Item::FirstBinary(b) => {
-                self.fragments = Some(Vec::new());
-                (b, false)
-            }
-            actix_http::ws::Item::FirstText(_) => {
-                return self.protocol_error(
-                    ctx,
-                    "text_frame",
-                    4401,
-                    "text frames are not part of the protocol",
-                );
-            }
-            actix_http::ws::Item::Continue(b) => (b, false),
-            actix_http::ws::Item::Last(b) => (b, true),
-        };
-        let Some(buffer) = self.fragments.as_mut() else {
-            return self.protocol_error(
-                ctx,
-                "websocket_protocol",
-                1002,
-                "continuation without a first frame",
-            );
-        };
-        if buffer.len() + chunk.len() > limit {
-            return self.protocol_error(ctx, "frame_too_large", 1009, "message too big");
-        }
-        buffer.extend_from_slice(&chunk);
-        if last && let Some(whole) = self.fragments.take() {
-            self.on_frame(Bytes::from(whole), ctx);
-        }
     }
 }
