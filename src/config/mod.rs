@@ -511,6 +511,32 @@ mod tests {
     }
 
     #[test]
+    fn per_socket_limits_must_be_shares_of_the_memory_budget() {
+        let err = Settings::load_from(
+            None,
+            env(&[("ZEDI__LIMITS__MEMORY_BUDGET_BYTES", "33554432")]),
+        )
+        .unwrap_err();
+        // The default 32 MiB outbound share is the whole of a 32 MiB budget.
+        assert!(
+            err.to_string().contains("limits.max_outbound_bytes"),
+            "{err}"
+        );
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("ZEDI__LIMITS__MEMORY_BUDGET_BYTES", "33554432"),
+                ("ZEDI__LIMITS__MAX_FRAME_BYTES", "8388608"),
+                ("ZEDI__LIMITS__MAX_OUTBOUND_BYTES", "16777216"),
+                ("ZEDI__LIMITS__MAX_PREAUTH_BYTES_PER_ADDRESS", "16777216"),
+            ]),
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(defaults.limits.memory_budget_bytes, 384 * 1024 * 1024);
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let s = Settings::load_from(
             None,
