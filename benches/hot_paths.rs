@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use yrs::{Text, Transact};
-use zedi_sync::awareness::{AwarenessTable, Owner, decode_update};
+use zedi_sync::awareness::{AwarenessLimits, AwarenessTable, Owner, decode_update};
 use zedi_sync::document::DocumentState;
 use zedi_sync::protocol::{self, Message, SyncMessage, encode_body, prepend_address};
 
@@ -108,7 +108,12 @@ fn main() {
         black_box(DocumentState::merge_broadcasts(&updates[at..at + 8]));
     });
 
-    let mut table = AwarenessTable::new();
+    // 50 client ids from one connection: more than a connection may own by default, which is
+    // not what this measures.
+    let mut table = AwarenessTable::with_limits(AwarenessLimits {
+        max_clients_per_connection: 64,
+        ..AwarenessLimits::default()
+    });
     let states: Vec<Vec<u8>> = (0..1000u64)
         .map(|i| {
             let mut w = zedi_sync::protocol::lib0::Writer::new();
@@ -124,6 +129,20 @@ fn main() {
     measure("decode + apply an awareness update", 10_000, |i| {
         let entries = decode_update(&states[i as usize % states.len()]).unwrap_or_default();
         black_box(table.apply(Owner::Connection(1), &entries, u64::from(i)));
+    });
+
+    // The most a client may make the server check per state: 64 KiB (the default bound) of
+    // JSON, walked once by the depth scanner and once by serde_json.
+    let largest = {
+        let item = r#"{"anchor":12,"head":14,"names":["a\"[","b"]},"#;
+        let body = item.repeat(65_000 / item.len());
+        let mut w = zedi_sync::protocol::lib0::Writer::new();
+        w.write_var_uint(1).write_var_uint(1).write_var_uint(1);
+        w.write_var_string(&format!("[{}0]", body));
+        w.into_vec()
+    };
+    measure("decode the largest awareness state (64 KiB)", 200, |_| {
+        black_box(decode_update(&largest).map(|e| e.len()).ok());
     });
 
     measure(

@@ -12,70 +12,40 @@
 //! another's presence, and by disconnecting make the server erase it for everybody. A removal
 //! (null state, the owner's or the server's on disconnect/expiry) releases the id, so a provider
 //! that reconnects with the same Yjs clientID can introduce it again.
+//!
+//! Bounds ([`AwarenessLimits`], from `[limits]`), because the server stores every state and
+//! repeats it to every editor of the document and to each newcomer:
+//! - each state's JSON is at most `max_state_bytes` long and nests arrays/objects at most
+//!   `max_depth` deep. Checked per state, as Hocuspocus users think of it ("my cursor state"),
+//!   not per frame: a frame is bounded by `limits.max_frame_bytes` and at most
+//!   [`MAX_ENTRIES_PER_UPDATE`] entries. One state over either bound refuses the whole frame
+//!   ([`decode_update_with`] fails): no honest provider sends one, so nothing of it is kept.
+//! - a connection owns at most `max_clients_per_connection` live client ids; an entry that
+//!   would introduce one more is refused on its own ([`Changes::over_limit`]), the rest of the
+//!   frame stands. Removal releases an id, so a provider that reloads gets a new one.
+//! - removed clients are remembered (their clock, so that a late re-send does not resurrect
+//!   them) for a while, but at most [`MAX_REMOVED_KEPT`]; past it the oldest are forgotten.
+//!   Otherwise introducing and removing ids in a loop would grow the table without bound.
+//!
+//! [`AwarenessTable::memory_bytes`] estimates what the table holds, for the memory budget.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::protocol::lib0::{Lib0Error, Reader, Writer};
+use crate::protocol::lib0::Writer;
 
-/// One `(clientId, clock, state JSON)` entry of an encoded awareness update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry<'a> {
-    pub client_id: u64,
-    pub clock: u64,
-    pub state: &'a str,
-}
+mod decode;
+mod json_depth;
 
-/// Why an awareness payload was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AwarenessError {
-    #[error("malformed awareness update: {0}")]
-    Malformed(#[from] Lib0Error),
-    #[error("awareness state of client {0} is not JSON")]
-    NotJson(u64),
-    #[error("awareness update lists {0} clients, more than the limit")]
-    TooManyClients(u64),
-    #[error("awareness clock or client id {0} is beyond what a JavaScript client can hold")]
-    OutOfRange(u64),
-}
+pub use decode::{
+    AwarenessError, AwarenessLimits, Entry, MAX_ENTRIES_PER_UPDATE, decode_update,
+    decode_update_with,
+};
+pub use json_depth::within_depth;
 
-/// JavaScript's `Number.MAX_SAFE_INTEGER`: lib0 decodes varUints into numbers, so a peer can
-/// never legitimately send more, and keeping clocks below it leaves room to increment them.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
-
-/// Most clients one update may carry; a provider sends one, a server replay sends all of a
-/// document's, so this only stops absurd counts.
-const MAX_ENTRIES_PER_UPDATE: u64 = 10_000;
-
-/// Decodes an awareness update and checks every state is JSON (the provider would throw on a
-/// non-JSON state, so relaying one would break every other client of the document).
-pub fn decode_update(bytes: &[u8]) -> Result<Vec<Entry<'_>>, AwarenessError> {
-    let mut r = Reader::new(bytes);
-    let n = r.read_var_uint()?;
-    if n > MAX_ENTRIES_PER_UPDATE {
-        return Err(AwarenessError::TooManyClients(n));
-    }
-    let mut entries = Vec::with_capacity(n.min(64) as usize);
-    for _ in 0..n {
-        let client_id = r.read_var_uint()?;
-        let clock = r.read_var_uint()?;
-        for value in [client_id, clock] {
-            if value > MAX_SAFE_INTEGER {
-                return Err(AwarenessError::OutOfRange(value));
-            }
-        }
-        let state = r.read_var_string()?;
-        if serde_json::from_str::<serde::de::IgnoredAny>(state).is_err() {
-            return Err(AwarenessError::NotJson(client_id));
-        }
-        entries.push(Entry {
-            client_id,
-            clock,
-            state,
-        });
-    }
-    Ok(entries)
-}
+/// Most removed clients a table remembers (see the module notes). An honest document sees a
+/// few removals per editor per page load, and they are forgotten after two awareness timeouts.
+pub const MAX_REMOVED_KEPT: usize = 4096;
 
 /// Who introduced an awareness client id and alone may change it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,10 +73,13 @@ pub struct Changes {
     pub added: Vec<u64>,
     pub updated: Vec<u64>,
     pub removed: Vec<u64>,
-    /// Ids whose entry was refused because another owner holds them (each once). Only entries
-    /// that y-protocols' clock rule would have applied are listed: a replay of what the table
-    /// already has changes nothing, whoever sends it.
+    /// Ids whose entry was refused because another owner holds them (each once, ascending).
+    /// Only entries that y-protocols' clock rule would have applied are listed: a replay of
+    /// what the table already has changes nothing, whoever sends it.
     pub refused: Vec<u64>,
+    /// Ids whose entry was refused because it would have introduced one client more than the
+    /// sending connection may own (each once, ascending).
+    pub over_limit: Vec<u64>,
 }
 
 impl Changes {
@@ -125,10 +98,27 @@ impl Changes {
     }
 }
 
+/// Estimated heap bytes of one slot of the client map (hashbrown: the pair plus a control
+/// byte, at a load factor of 7/8).
+const CLIENT_SLOT_BYTES: usize = (std::mem::size_of::<(u64, ClientMeta)>() + 1) * 8 / 7;
+/// One slot of the per-connection map of owned ids, with its `Vec`'s allocation header.
+const OWNER_SLOT_BYTES: usize = (std::mem::size_of::<(u64, Vec<u64>)>() + 1) * 8 / 7 + 16;
+/// Per live client beyond its state's text: the reference counts in front of the `Arc<str>`,
+/// and its id in its owner's list.
+const LIVE_CLIENT_BYTES: usize = 16 + 8;
+
 /// The awareness table of one document.
 #[derive(Debug, Default)]
 pub struct AwarenessTable {
     clients: HashMap<u64, ClientMeta>,
+    limits: AwarenessLimits,
+    /// Live client ids of each connection owner (at most `max_clients_per_connection` each),
+    /// so counting and removing a connection's clients never scans the table.
+    owned: HashMap<u64, Vec<u64>>,
+    /// Sum of the live states' lengths.
+    state_bytes: usize,
+    /// Clients kept with a null state (removed, remembered for their clock).
+    removed: usize,
 }
 
 fn is_null(state: &str) -> bool {
@@ -140,6 +130,17 @@ impl AwarenessTable {
         Self::default()
     }
 
+    pub fn with_limits(limits: AwarenessLimits) -> Self {
+        AwarenessTable {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn limits(&self) -> &AwarenessLimits {
+        &self.limits
+    }
+
     /// Who owns `client_id`'s live state; `None` when it has none.
     pub fn owner(&self, client_id: u64) -> Option<Owner> {
         self.clients.get(&client_id).and_then(|m| m.owner)
@@ -147,13 +148,97 @@ impl AwarenessTable {
 
     /// Number of clients with a live (non-null) state.
     pub fn live_count(&self) -> usize {
-        self.clients.values().filter(|m| m.state.is_some()).count()
+        self.clients.len() - self.removed
+    }
+
+    /// Number of removed clients still remembered.
+    pub fn removed_count(&self) -> usize {
+        self.removed
+    }
+
+    /// Live client ids `owner` holds (always 0 for [`Owner::Remote`], which is not counted).
+    pub fn owned_count(&self, owner: Owner) -> usize {
+        match owner {
+            Owner::Connection(c) => self.owned.get(&c).map_or(0, Vec::len),
+            Owner::Remote => 0,
+        }
+    }
+
+    /// Estimated heap bytes the table holds: the states, plus every slot of its maps (their
+    /// capacity, which is what is allocated). What the memory budget is charged for it.
+    /// Constant time: it runs after every awareness frame.
+    pub fn memory_bytes(&self) -> usize {
+        self.state_bytes
+            + self.live_count() * LIVE_CLIENT_BYTES
+            + self.clients.capacity() * CLIENT_SLOT_BYTES
+            + self.owned.capacity() * OWNER_SLOT_BYTES
+    }
+
+    /// Whether `from` may introduce one more live client id.
+    fn may_introduce(&self, from: Owner) -> bool {
+        self.owned_count(from) < self.limits.max_clients_per_connection
+    }
+
+    /// Sets `client_id`'s entry, keeping the counters and the owner lists in step.
+    fn set(&mut self, client_id: u64, meta: ClientMeta) {
+        let (new_len, new_owner) = (meta.state.as_ref().map(|s| s.len()), meta.owner);
+        let old = self.clients.insert(client_id, meta);
+        let old_owner = old.as_ref().and_then(|m| m.owner);
+        match old.as_ref().map(|m| m.state.as_ref().map(|s| s.len())) {
+            Some(Some(len)) => self.state_bytes -= len,
+            Some(None) => self.removed -= 1,
+            None => {}
+        }
+        match new_len {
+            Some(len) => self.state_bytes += len,
+            None => self.removed += 1,
+        }
+        if old_owner != new_owner {
+            if let Some(Owner::Connection(c)) = old_owner {
+                self.disown(c, client_id);
+            }
+            if let Some(Owner::Connection(c)) = new_owner {
+                self.owned.entry(c).or_default().push(client_id);
+            }
+        }
+    }
+
+    fn disown(&mut self, connection: u64, client_id: u64) {
+        if let Some(ids) = self.owned.get_mut(&connection) {
+            if let Some(at) = ids.iter().position(|id| *id == client_id) {
+                ids.swap_remove(at);
+            }
+            if ids.is_empty() {
+                self.owned.remove(&connection);
+            }
+        }
+    }
+
+    /// Makes a live client removed (null state, released), optionally bumping its clock.
+    fn release(&mut self, client_id: u64, bump_clock: bool, now_ms: u64) {
+        if let Some(meta) = self.clients.get(&client_id) {
+            let clock = if bump_clock {
+                meta.clock.saturating_add(1)
+            } else {
+                meta.clock
+            };
+            self.set(
+                client_id,
+                ClientMeta {
+                    clock,
+                    state: None,
+                    owner: None,
+                    last_updated_ms: now_ms,
+                },
+            );
+        }
     }
 
     /// Applies decoded entries sent by `from` like y-protocols `applyAwarenessUpdate` on a
     /// server (which has no local state of its own), except that an entry for a client id with
-    /// a live state owned by someone else is refused (see the module notes). A new live state
-    /// makes `from` its owner; a null state releases the id.
+    /// a live state owned by someone else is refused (see the module notes), and so is one that
+    /// would give a connection more live ids than it may own. A new live state makes `from` its
+    /// owner; a null state releases the id.
     pub fn apply(&mut self, from: Owner, entries: &[Entry<'_>], now_ms: u64) -> Changes {
         let mut changes = Changes::default();
         for entry in entries {
@@ -166,13 +251,13 @@ impl AwarenessTable {
             if !accept {
                 continue;
             }
-            if let Some(owner) = meta.and_then(|m| m.owner)
-                && owner != from
-            {
-                // One frame may list an id twice; report it once.
-                if !changes.refused.contains(&entry.client_id) {
-                    changes.refused.push(entry.client_id);
-                }
+            let owner = meta.and_then(|m| m.owner);
+            if owner.is_some_and(|o| o != from) {
+                changes.refused.push(entry.client_id);
+                continue;
+            }
+            if !null && owner.is_none() && !self.may_introduce(from) {
+                changes.over_limit.push(entry.client_id);
                 continue;
             }
             let known = meta.is_some();
@@ -181,7 +266,7 @@ impl AwarenessTable {
             } else {
                 (Some(Arc::from(entry.state)), Some(from))
             };
-            self.clients.insert(
+            self.set(
                 entry.client_id,
                 ClientMeta {
                     clock: entry.clock,
@@ -198,6 +283,13 @@ impl AwarenessTable {
                 (false, true) => {}
             }
         }
+        // One frame may list an id many times; sorting keeps this linear-logarithmic where a
+        // `contains` per entry was quadratic in the (up to 10,000) entries of a frame.
+        for ids in [&mut changes.refused, &mut changes.over_limit] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        self.forget_oldest_removed();
         changes
     }
 
@@ -213,18 +305,22 @@ impl AwarenessTable {
     ) -> Vec<u64> {
         let mut removed = Vec::new();
         for id in ids {
-            if let Some(meta) = self.clients.get_mut(&id)
-                && meta.state.is_some()
-                && meta.owner == Some(owner)
-            {
-                meta.state = None;
-                meta.owner = None;
-                meta.clock = meta.clock.saturating_add(1);
-                meta.last_updated_ms = now_ms;
+            if self.owner(id) == Some(owner) {
+                self.release(id, true, now_ms);
                 removed.push(id);
             }
         }
+        self.forget_oldest_removed();
         removed
+    }
+
+    /// [`Self::remove`] of every live client `owner` holds: its connection left.
+    pub fn remove_owner(&mut self, owner: Owner, now_ms: u64) -> Vec<u64> {
+        let ids = match owner {
+            Owner::Connection(c) => self.owned.get(&c).cloned().unwrap_or_default(),
+            Owner::Remote => Vec::new(),
+        };
+        self.remove(owner, ids, now_ms)
     }
 
     /// Removes states not renewed for `timeout_ms` (y-protocols' outdated check; providers renew
@@ -239,22 +335,58 @@ impl AwarenessTable {
             .map(|(id, _)| *id)
             .collect();
         for id in &stale {
-            if let Some(meta) = self.clients.get_mut(id) {
-                // Released too: a half-open socket stops renewing, so its provider, reconnected
-                // on another socket with the same clientID, gets the id back here at the latest.
-                meta.state = None;
-                meta.owner = None;
+            // Released too: a half-open socket stops renewing, so its provider, reconnected
+            // on another socket with the same clientID, gets the id back here at the latest.
+            // The clock and the time stay: the removal is remembered from when it went silent.
+            if let Some(last_updated_ms) = self.clients.get(id).map(|m| m.last_updated_ms) {
+                self.release(*id, false, last_updated_ms);
             }
         }
+        self.forget_oldest_removed();
         stale
     }
 
     /// Forgets removed clients older than `timeout_ms`, so the table does not grow forever with
-    /// every client that ever connected.
+    /// every client that ever connected; gives memory back once the table has shrunk a lot.
     pub fn prune_removed(&mut self, now_ms: u64, timeout_ms: u64) {
+        self.forget_removed(|m| now_ms.saturating_sub(m.last_updated_ms) >= timeout_ms);
+        if self.clients.capacity() > 64 && self.clients.len() < self.clients.capacity() / 4 {
+            self.clients.shrink_to_fit();
+        }
+        if self.owned.capacity() > 64 && self.owned.len() < self.owned.capacity() / 4 {
+            self.owned.shrink_to_fit();
+        }
+    }
+
+    fn forget_removed(&mut self, forget: impl Fn(&ClientMeta) -> bool) {
+        let mut forgotten = 0;
         self.clients.retain(|_, m| {
-            m.state.is_some() || now_ms.saturating_sub(m.last_updated_ms) < timeout_ms
+            let drop = m.state.is_none() && forget(m);
+            forgotten += usize::from(drop);
+            !drop
         });
+        self.removed -= forgotten;
+    }
+
+    /// Past [`MAX_REMOVED_KEPT`] removed clients, forgets the older half of them. A scan of the
+    /// table at most once per `MAX_REMOVED_KEPT / 2` removals, so constant work per removal.
+    fn forget_oldest_removed(&mut self) {
+        if self.removed <= MAX_REMOVED_KEPT {
+            return;
+        }
+        let mut times: Vec<u64> = self
+            .clients
+            .values()
+            .filter(|m| m.state.is_none())
+            .map(|m| m.last_updated_ms)
+            .collect();
+        let keep = MAX_REMOVED_KEPT / 2;
+        let cut = times.len() - keep;
+        let (_, newest_forgotten, _) = times.select_nth_unstable(cut - 1);
+        let newest_forgotten = *newest_forgotten;
+        // Ties at the cut are forgotten too: at least the older half, all of them when they
+        // share one time (the removals of one frame do).
+        self.forget_removed(|m| m.last_updated_ms <= newest_forgotten);
     }
 
     /// Encodes the given clients (removed ones as `null`); unknown ids are skipped.
@@ -289,223 +421,4 @@ impl AwarenessTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: Owner = Owner::Connection(1);
-    const B: Owner = Owner::Connection(2);
-
-    fn update(entries: &[(u64, u64, &str)]) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.write_var_uint(entries.len() as u64);
-        for (id, clock, state) in entries {
-            w.write_var_uint(*id)
-                .write_var_uint(*clock)
-                .write_var_string(state);
-        }
-        w.into_vec()
-    }
-
-    #[test]
-    fn first_clock_zero_state_is_ignored_like_y_protocols() {
-        let bytes = update(&[(3_846_846_611, 0, "{}")]);
-        let mut table = AwarenessTable::new();
-        let changes = table.apply(A, &decode_update(&bytes).unwrap(), 0);
-        assert!(changes.is_empty());
-        assert_eq!(table.encode_live(), None);
-    }
-
-    #[test]
-    fn renewal_is_an_update_and_reencodes_byte_for_byte() {
-        let alice = update(&[(3_846_846_611, 1, "{\"user\":{\"name\":\"alice\"}}")]);
-        let mut table = AwarenessTable::new();
-        let changes = table.apply(A, &decode_update(&alice).unwrap(), 0);
-        assert_eq!(changes.added, vec![3_846_846_611]);
-        assert_eq!(table.encode(&changes.all()), alice);
-        // Same clock again: ignored. Higher clock: an update even with the same state.
-        assert!(
-            table
-                .apply(A, &decode_update(&alice).unwrap(), 1)
-                .is_empty()
-        );
-        let renewed = update(&[(3_846_846_611, 2, "{\"user\":{\"name\":\"alice\"}}")]);
-        let changes = table.apply(A, &decode_update(&renewed).unwrap(), 2);
-        assert_eq!(changes.updated, vec![3_846_846_611]);
-    }
-
-    #[test]
-    fn null_state_removes_and_same_clock_null_is_accepted() {
-        let mut table = AwarenessTable::new();
-        table.apply(
-            A,
-            &decode_update(&update(&[(7, 3, "{\"a\":1}")])).unwrap(),
-            0,
-        );
-        let changes = table.apply(A, &decode_update(&update(&[(7, 3, "null")])).unwrap(), 1);
-        assert_eq!(changes.removed, vec![7]);
-        assert_eq!(table.live_count(), 0);
-        assert_eq!(table.encode(&[7]), update(&[(7, 3, "null")]));
-    }
-
-    #[test]
-    fn remove_bumps_the_clock_and_encodes_null() {
-        let mut table = AwarenessTable::new();
-        table.apply(A, &decode_update(&update(&[(9, 4, "{}")])).unwrap(), 0);
-        assert_eq!(table.remove(A, [9, 10], 5), vec![9]);
-        assert_eq!(table.encode(&[9]), update(&[(9, 5, "null")]));
-        // A late re-send of the old state must not resurrect it.
-        assert!(
-            table
-                .apply(A, &decode_update(&update(&[(9, 4, "{}")])).unwrap(), 6)
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn stale_states_expire() {
-        let mut table = AwarenessTable::new();
-        table.apply(
-            A,
-            &decode_update(&update(&[(1, 1, "{}"), (2, 1, "{}")])).unwrap(),
-            0,
-        );
-        table.apply(A, &decode_update(&update(&[(2, 2, "{}")])).unwrap(), 20_000);
-        assert_eq!(table.expire(30_000, 30_000), vec![1]);
-        assert_eq!(table.live_count(), 1);
-        table.prune_removed(100_000, 30_000);
-        assert_eq!(table.encode(&[1]), update(&[]));
-    }
-
-    fn apply(table: &mut AwarenessTable, from: Owner, entries: &[(u64, u64, &str)]) -> Changes {
-        table.apply(from, &decode_update(&update(entries)).unwrap(), 0)
-    }
-
-    #[test]
-    fn only_the_owner_may_update_or_remove_its_client() {
-        let mut table = AwarenessTable::new();
-        assert_eq!(
-            apply(&mut table, A, &[(7, 1, "{\"v\":\"a\"}")]).added,
-            vec![7]
-        );
-        // B overwrites with a higher clock, then removes (null, same and higher clock).
-        for attack in [(7, 5, "{\"v\":\"b\"}"), (7, 1, "null"), (7, 9, "null")] {
-            let changes = apply(&mut table, B, &[attack]);
-            assert!(changes.is_empty(), "{attack:?}");
-            assert_eq!(changes.refused, vec![7], "{attack:?}");
-        }
-        assert_eq!(table.encode(&[7]), update(&[(7, 1, "{\"v\":\"a\"}")]));
-        // B leaving removes nothing of A's.
-        assert!(table.remove(B, [7], 1).is_empty());
-        assert_eq!(table.live_count(), 1);
-        // The owner itself still updates.
-        assert_eq!(apply(&mut table, A, &[(7, 2, "{}")]).updated, vec![7]);
-        // Another node's entry for a local client is refused too, and the other way round.
-        assert_eq!(
-            apply(&mut table, Owner::Remote, &[(7, 3, "{}")]).refused,
-            vec![7]
-        );
-        assert_eq!(
-            apply(&mut table, Owner::Remote, &[(8, 1, "{}")]).added,
-            vec![8]
-        );
-        assert_eq!(apply(&mut table, A, &[(8, 2, "null")]).refused, vec![8]);
-        assert_eq!(
-            apply(&mut table, Owner::Remote, &[(8, 2, "{}")]).updated,
-            vec![8]
-        );
-    }
-
-    #[test]
-    fn refused_entries_do_not_stop_the_rest_of_the_frame() {
-        let mut table = AwarenessTable::new();
-        apply(&mut table, A, &[(1, 1, "{}")]);
-        let changes = apply(
-            &mut table,
-            B,
-            &[(1, 2, "{}"), (2, 1, "{}"), (1, 3, "null"), (3, 1, "{}")],
-        );
-        assert_eq!(changes.refused, vec![1], "listed once");
-        assert_eq!(changes.added, vec![2, 3]);
-        assert_eq!(
-            changes.all(),
-            vec![2, 3],
-            "only what was applied is broadcast"
-        );
-        // What the table would ignore anyway (an old clock) is not a refusal.
-        assert!(apply(&mut table, B, &[(1, 1, "{}")]).refused.is_empty());
-    }
-
-    #[test]
-    fn removal_releases_the_id_for_a_reconnecting_provider() {
-        let mut table = AwarenessTable::new();
-        apply(&mut table, A, &[(5, 3, "{\"user\":\"alice\"}")]);
-        // A's socket closed: the server removes its state (clock 4)...
-        assert_eq!(table.remove(A, [5], 1), vec![5]);
-        // ...and the same provider, same clientID, on a new socket introduces it again (the
-        // provider's renewals raise its clock past the server's removal).
-        let back = apply(&mut table, B, &[(5, 5, "{\"user\":\"alice\"}")]);
-        assert_eq!((back.all(), back.refused), (vec![5], vec![]));
-        // Now B owns it: A's late frames are refused and A's second leave removes nothing.
-        assert_eq!(apply(&mut table, A, &[(5, 6, "{}")]).refused, vec![5]);
-        assert!(table.remove(A, [5], 2).is_empty());
-        assert_eq!(table.remove(B, [5], 3), vec![5]);
-
-        // The owner's own null releases it as well.
-        apply(&mut table, A, &[(6, 1, "{}")]);
-        assert_eq!(apply(&mut table, A, &[(6, 2, "null")]).removed, vec![6]);
-        assert_eq!(apply(&mut table, B, &[(6, 3, "{}")]).all(), vec![6]);
-    }
-
-    #[test]
-    fn expiry_releases_the_id_of_a_silent_owner() {
-        // A half-open socket stops renewing; once its state expires the provider's new socket
-        // can introduce the id again, even though the old attachment is still there.
-        let mut table = AwarenessTable::new();
-        table.apply(A, &decode_update(&update(&[(4, 2, "{}")])).unwrap(), 0);
-        let early = table.apply(B, &decode_update(&update(&[(4, 3, "{}")])).unwrap(), 15_000);
-        assert_eq!(early.refused, vec![4]);
-        assert_eq!(table.expire(30_000, 30_000), vec![4]);
-        let late = table.apply(B, &decode_update(&update(&[(4, 4, "{}")])).unwrap(), 31_000);
-        assert_eq!((late.all(), late.refused), (vec![4], vec![]));
-        assert!(
-            table.remove(A, [4], 60_000).is_empty(),
-            "the old socket leaving"
-        );
-        assert_eq!(table.live_count(), 1);
-    }
-
-    #[test]
-    fn huge_clocks_are_refused_instead_of_overflowing_later() {
-        // Found while fuzzing: client 1 at clock u64::MAX, then its connection closes.
-        let bytes = [
-            0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02, 0x7b,
-            0x7d,
-        ];
-        assert_eq!(
-            decode_update(&bytes),
-            Err(AwarenessError::OutOfRange(u64::MAX))
-        );
-        let mut table = AwarenessTable::new();
-        let max = update(&[(1, MAX_SAFE_INTEGER, "{}")]);
-        table.apply(A, &decode_update(&max).unwrap(), 0);
-        assert_eq!(table.remove(A, [1], 1), vec![1]);
-    }
-
-    #[test]
-    fn bad_payloads_are_errors() {
-        assert!(matches!(
-            decode_update(&[1, 1]),
-            Err(AwarenessError::Malformed(_))
-        ));
-        assert_eq!(
-            decode_update(&update(&[(1, 1, "{nope")])),
-            Err(AwarenessError::NotJson(1))
-        );
-        let mut w = Writer::new();
-        w.write_var_uint(1 << 40);
-        assert!(matches!(
-            decode_update(&w.into_vec()),
-            Err(AwarenessError::TooManyClients(_))
-        ));
-    }
-}
+mod tests;

@@ -101,6 +101,13 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
                     max_nesting_depth: settings.limits.max_nesting_depth,
                 },
                 max_pending_bytes: settings.limits.max_pending_bytes,
+                awareness: crate::awareness::AwarenessLimits {
+                    max_state_bytes: settings.limits.max_awareness_state_bytes,
+                    max_depth: settings.limits.max_awareness_depth,
+                    max_clients_per_connection: settings
+                        .limits
+                        .max_awareness_clients_per_connection,
+                },
             },
             unload_grace: Duration::from_millis(settings.documents.unload_grace_ms),
             load_timeout: Duration::from_millis(settings.documents.load_timeout_ms),

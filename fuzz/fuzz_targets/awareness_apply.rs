@@ -9,7 +9,7 @@
 //! Properties: nothing panics; every encoding the table produces (the broadcast of a change,
 //! the replay for a newcomer) decodes again with `decode_update`, and the replay lists exactly
 //! the live clients; no sender changes or removes a client another owner holds, and what it
-//! introduces is its own.
+//! introduces is its own; no connection owns more client ids than the default share.
 
 #![no_main]
 
@@ -69,9 +69,13 @@ fuzz_target!(|data: &[u8]| {
         let ids = changes.all();
         let broadcast = table.encode(&ids);
         check_encoding(&broadcast, ids.len());
+        // No connection owns more live client ids than it may.
+        assert!(table.owned_count(from) <= table.limits().max_clients_per_connection);
         // A client new to the table keeps the highest clock this update gave it (y-protocols
-        // accepts only a higher clock, or the same clock with a null state).
-        for id in &changes.added {
+        // accepts only a higher clock, or the same clock with a null state). Not when a later
+        // entry for it was refused for the connection's share (it was released in between and
+        // the connection had introduced others meanwhile).
+        for id in changes.added.iter().filter(|id| !changes.over_limit.contains(id)) {
             let max_clock = entries.iter().filter(|e| e.client_id == *id).map(|e| e.clock).max();
             let one = table.encode(&[*id]);
             let got = decode_update(&one).unwrap();

@@ -109,24 +109,21 @@ pub(super) struct Conn {
     read_only: bool,
     /// The socket's meter: what is queued for it, and the switch that closes it at once.
     pub(super) meter: Arc<SocketMeter>,
-    /// Awareness client ids this attachment introduced, removed when it leaves if it still
-    /// owns them. Usually one; a `Vec` costs nothing until the first and stays small.
-    awareness_ids: Vec<u64>,
-    /// This attachment as an awareness owner: [`Owner::Connection`] of this number.
-    awareness_owner: u64,
+    /// This attachment as an awareness owner: [`Owner::Connection`] of this number. The table
+    /// knows which client ids it owns, and removes them when it leaves.
+    pub(super) awareness_owner: u64,
+    /// Whether a refusal for owning too many awareness client ids was logged (once per
+    /// attachment; the metric counts every one).
+    pub(super) awareness_over_limit_logged: bool,
     /// Client ids whose refused entries (owned by another connection) were logged for this
     /// attachment: one warning per id, not one per frame, and at most
     /// [`MAX_REFUSALS_LOGGED`] ids, so a flood cannot grow it; the metric counts every one.
-    refusals_logged: Vec<u64>,
+    pub(super) refusals_logged: Vec<u64>,
 }
 
 /// Awareness owner numbers, unique in the process (ConnKeys are per socket and address; a
 /// number is cheaper to compare and store in the awareness table).
 static NEXT_AWARENESS_OWNER: AtomicU64 = AtomicU64::new(1);
-
-/// Distinct client ids one attachment's refusals are logged for; past it, one last line says
-/// that further ones are only counted.
-const MAX_REFUSALS_LOGGED: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -177,6 +174,9 @@ pub struct DocumentActor {
     /// One [`AckWaiter`] watches the oldest: the group committer completes them in order.
     pub(super) acks: VecDeque<(ConnKey, oneshot::Receiver<()>)>,
     pub(super) ack_waiter_running: bool,
+    /// What the awareness table holds, charged to the node's memory budget; follows the table
+    /// (see [`DocumentActor::awareness_changed`]) and goes with the actor.
+    pub(super) awareness_charge: Charge,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -196,6 +196,7 @@ impl DocumentActor {
         cluster: Option<Cluster>,
     ) -> Self {
         let memory = Charge::new(&config.budget, Holder::Documents);
+        let awareness_charge = Charge::new(&config.budget, Holder::Awareness);
         DocumentActor {
             name,
             id,
@@ -221,6 +222,7 @@ impl DocumentActor {
             unsent: Vec::new(),
             acks: VecDeque::new(),
             ack_waiter_running: false,
+            awareness_charge,
         }
     }
 
@@ -373,68 +375,17 @@ impl DocumentActor {
         }
     }
 
-    fn handle_awareness(&mut self, key: ConnKey, payload: &[u8]) {
-        let entries = match crate::awareness::decode_update(payload) {
-            Ok(entries) => entries,
-            Err(e) => {
-                self.metrics.protocol_error("bad_awareness");
-                tracing::warn!(document = %self.name, session = key.session, error = %e, "closing connection after bad awareness");
-                if let Some(conn) = self.conns.get(&key) {
-                    conn.session.do_send(CloseSocket {
-                        code: 4205,
-                        reason: e.to_string(),
-                    });
-                }
-                self.detach(&key);
-                return;
-            }
-        };
-        let Some(conn) = self.conns.get_mut(&key) else {
-            return;
-        };
-        let owner = Owner::Connection(conn.awareness_owner);
-        let changes = self.state.awareness.apply(owner, &entries, now_ms());
-        // Entries for another connection's client (here or on another node) are dropped; the
-        // rest of the frame stands. Not a reason to close: a provider that reconnected while
-        // its old socket is still attached sends such entries until that one goes away.
-        for id in &changes.refused {
-            self.metrics.protocol_error("awareness_not_owner");
-            let logged = &mut conn.refusals_logged;
-            if logged.contains(id) || logged.len() > MAX_REFUSALS_LOGGED {
-                continue;
-            }
-            logged.push(*id);
-            if logged.len() > MAX_REFUSALS_LOGGED {
-                tracing::warn!(document = %self.name, session = key.session, "more awareness entries for other connections' clients refused; no longer logged for this connection");
-            } else {
-                tracing::warn!(document = %self.name, session = key.session, client_id = id, "awareness entry refused: the client id belongs to another connection");
-            }
-        }
-        if changes.is_empty() {
-            return;
-        }
-        for id in changes.added.iter().chain(changes.updated.iter()) {
-            if !conn.awareness_ids.contains(id) {
-                conn.awareness_ids.push(*id);
-            }
-        }
-        let encoded = self.state.awareness.encode(&changes.all());
-        // Including the sender: the echo is what keeps the provider's 30 s watchdog quiet.
-        self.broadcast(&Message::Awareness(&encoded), None);
-        self.publish(RelayKind::Awareness, Bytes::from(encoded));
-    }
-
     /// Removes an attachment and the awareness clients it still owns.
     pub(super) fn detach(&mut self, key: &ConnKey) {
         let Some(conn) = self.conns.remove(key) else {
             return;
         };
-        let removed = self.state.awareness.remove(
-            Owner::Connection(conn.awareness_owner),
-            conn.awareness_ids,
-            now_ms(),
-        );
+        let removed = self
+            .state
+            .awareness
+            .remove_owner(Owner::Connection(conn.awareness_owner), now_ms());
         if !removed.is_empty() {
+            self.awareness_changed();
             let encoded = self.state.awareness.encode(&removed);
             self.broadcast(&Message::Awareness(&encoded), None);
             self.publish(RelayKind::Awareness, Bytes::from(encoded));
@@ -469,6 +420,8 @@ impl Actor for DocumentActor {
                 id: self.id,
             });
         }
+        // Given back now rather than when the actor value is dropped, whenever that is.
+        self.awareness_charge.set(0);
         self.metrics.documents_open.dec();
         self.metrics.documents_unloaded_total.inc();
         tracing::debug!(document = %self.name, "document unloaded");
@@ -492,8 +445,8 @@ impl Handler<Join> for DocumentActor {
                 session: join.session,
                 read_only: join.read_only,
                 meter: join.meter,
-                awareness_ids: Vec::new(),
                 awareness_owner: NEXT_AWARENESS_OWNER.fetch_add(1, Ordering::Relaxed),
+                awareness_over_limit_logged: false,
                 refusals_logged: Vec::new(),
             },
         );

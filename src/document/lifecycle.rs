@@ -116,6 +116,7 @@ impl DocumentActor {
                     act.broadcast(&Message::Awareness(&encoded), None);
                 }
                 act.state.awareness.prune_removed(now, timeout * 2);
+                act.awareness_changed();
             },
         );
     }

@@ -4,6 +4,8 @@
 #[cfg(feature = "server")]
 mod actor;
 #[cfg(feature = "server")]
+mod awareness;
+#[cfg(feature = "server")]
 mod lifecycle;
 #[cfg(feature = "server")]
 mod outbound;

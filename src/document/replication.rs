@@ -51,10 +51,16 @@ impl Handler<RemoteEntry> for DocumentActor {
     fn handle(&mut self, entry: RemoteEntry, ctx: &mut Self::Context) {
         match entry.kind {
             RelayKind::Update => self.apply_foreign_update(&entry.payload, ctx),
-            RelayKind::Awareness => match crate::awareness::decode_update(&entry.payload) {
+            // The other node applied the same bounds to its own connections; checking again
+            // keeps this node's bounds if the two are configured differently.
+            RelayKind::Awareness => match crate::awareness::decode_update_with(
+                &entry.payload,
+                &self.config.limits.awareness,
+            ) {
                 Ok(entries) => {
                     let now = super::actor::now_ms();
                     let changes = self.state.awareness.apply(Owner::Remote, &entries, now);
+                    self.awareness_changed();
                     // Another node's client claiming an id a local connection owns: that node
                     // did not know (a race, or a provider that moved nodes while its old socket
                     // here is still open). Counted; logged quietly, as no local connection is

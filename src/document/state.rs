@@ -8,7 +8,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ID, NestingLookup, ReadTxn, StateVector, Store, Transact, Update};
 
-use crate::awareness::AwarenessTable;
+use crate::awareness::{AwarenessLimits, AwarenessTable};
 use crate::firewall::{self, Placement, Refusal, Tree};
 #[cfg(feature = "server")]
 use crate::store::StoredDocument;
@@ -66,6 +66,8 @@ pub struct DocumentLimits {
     pub firewall: firewall::Limits,
     /// Bytes of updates that may wait for missing predecessors at once.
     pub max_pending_bytes: usize,
+    /// Size, depth and per-connection bounds of the awareness table.
+    pub awareness: AwarenessLimits,
 }
 
 impl Default for DocumentLimits {
@@ -73,6 +75,7 @@ impl Default for DocumentLimits {
         DocumentLimits {
             firewall: firewall::Limits::default(),
             max_pending_bytes: 1 << 20,
+            awareness: AwarenessLimits::default(),
         }
     }
 }
@@ -128,7 +131,7 @@ impl DocumentState {
         // skip_gc stays off: the server keeps the document as small as the clients' view.
         DocumentState {
             doc: Doc::new(),
-            awareness: AwarenessTable::new(),
+            awareness: AwarenessTable::with_limits(limits.awareness),
             limits,
             pending_bytes: 0,
         }

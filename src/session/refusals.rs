@@ -9,7 +9,8 @@ use actix_web_actors::ws;
 
 use super::SessionActor;
 
-/// Sent by a document actor after it answered `SyncStatus(0)` for a refused update.
+/// Sent by a document actor after it refused an update (answered `SyncStatus(0)`) or an
+/// awareness state over its size or depth bound.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UpdateRefused {

@@ -14,6 +14,8 @@ fn fold_limits() -> DocumentLimits {
             max_nesting_depth: 1024,
         },
         max_pending_bytes: usize::MAX,
+        // Folding never touches awareness.
+        awareness: crate::awareness::AwarenessLimits::default(),
     }
 }
 
