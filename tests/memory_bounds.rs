@@ -231,17 +231,17 @@ fn upgrade_status(port: u16) -> u16 {
 fn a_nearly_full_budget_refuses_connections_then_documents_and_health_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = SMALL_NODE.to_vec();
-    env.push(("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "10"));
+    env.push(("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "12"));
     let daemon = Daemon::start(dir.path(), &env);
     let mut writer = daemon.ws();
     writer.open("big");
-    // 1.55 MB × 10 is 92 % of the budget: past both refusal levels, short of shedding. In
-    // two steps, because a frame being received is charged too (1.55 MB in flight on top of
-    // 14 MB would be over the budget, and the writer would be the socket shed).
-    for (client, bytes) in [(1, 1_400_000), (2, 150_000)] {
+    // 1.3 MB × 12 is 93 % of the budget: past both refusal levels, short of shedding. In
+    // small steps, because an update in flight is charged too (received, queued for the store,
+    // broadcast): one big step would pass the budget, and the writer would be the socket shed.
+    for client in 1..=10 {
         writer.send(
             "big",
-            Message::Sync(SyncMessage::Update(&big_update(client, bytes))),
+            Message::Sync(SyncMessage::Update(&big_update(client, 130_000))),
         );
         writer.expect_ack("big");
     }
@@ -252,7 +252,7 @@ fn a_nearly_full_budget_refuses_connections_then_documents_and_health_stays_up()
     writer.expect("CLOSE for a document not loaded", |a, m| {
         a == "other" && matches!(m, Message::Close(Some(r)) if r.contains("server busy"))
     });
-    still_edits(&mut writer, "big", 3);
+    still_edits(&mut writer, "big", 11);
     let metrics = daemon.metrics();
     assert!(
         metric(
