@@ -504,7 +504,9 @@ impl Settings {
                 "awareness bounds must be > 0 (the state at least 1024 bytes)",
             ));
         }
-        if !(self.limits.document_memory_factor >= 1.0) {
+        // NaN compares false both ways: refused too.
+        let factor = self.limits.document_memory_factor;
+        if factor.is_nan() || factor < 1.0 {
             return Err(invalid(
                 "limits.document_memory_factor",
                 "must be at least 1",

@@ -235,7 +235,7 @@ impl MemoryBudget {
             .map(|m| (m.held(), m))
             .filter(|(held, _)| *held >= SHED_FLOOR_BYTES)
             .collect();
-        candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
         let mut closed = 0;
         for (held, meter) in candidates {
             if excess == 0 {
