@@ -14,8 +14,9 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 # ---- builder ----------------------------------------------------------------------------------
-# The Rust image brings gcc, which the C parts of the dependencies need (bundled SQLite, ring,
-# aws-lc); no cmake, clang or OpenSSL is required.
+# The Rust image brings gcc and make, which the C parts of the dependencies need (bundled
+# SQLite, ring, aws-lc; jemalloc, the daemon's allocator, runs its configure script and make);
+# no cmake, clang or OpenSSL is required.
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /build
 
@@ -43,7 +44,7 @@ RUN touch src/main.rs src/lib.rs \
     && /usr/local/bin/zedi-sync check-config > /dev/null
 
 # ---- runtime ----------------------------------------------------------------------------------
-# The binary links only glibc and libgcc (TLS is rustls, SQLite is compiled in). ca-certificates
+# The binary links only glibc and libgcc (TLS is rustls, SQLite and jemalloc are compiled in). ca-certificates
 # is the one package it needs at run time: HTTPS to Cognito's JWKS endpoint and the CloudWatch API.
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 

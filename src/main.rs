@@ -6,6 +6,49 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use zedi_sync::config::{LogFormat, Settings};
 
+// The global allocator is the binary's choice alone: the library and its tests keep the system
+// one. glibc's malloc keeps the memory of unloaded documents (RSS stays at its peak), which a
+// 512 MB task cannot afford; BENCHMARKS.md "Memory: RSS after load" measures all three.
+// Precedence when several features are on: system, then mimalloc, then jemalloc (the default).
+#[cfg(all(
+    feature = "jemalloc",
+    not(feature = "mimalloc"),
+    not(feature = "system")
+))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once before `main` (jemalloc reads `malloc_conf` at its first
+/// allocation; this symbol overrides its weak default). Background threads purge freed pages
+/// without waiting for another allocation on the same arena; the decay times say how long
+/// unused dirty (then muzzy, i.e. MADV_FREE'd) pages are kept for re-use before they go back to
+/// the OS. `_RJEM_MALLOC_CONF` in the environment still overrides these at run time.
+#[cfg(all(
+    feature = "jemalloc",
+    not(feature = "mimalloc"),
+    not(feature = "system")
+))]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+// An array reference: one pointer to the C string, as jemalloc's `const char *` expects.
+pub static malloc_conf: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+#[cfg(all(feature = "mimalloc", not(feature = "system")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Which allocator this binary was built with, for the startup log.
+const ALLOCATOR: &str = if cfg!(feature = "system") {
+    "system"
+} else if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else if cfg!(feature = "jemalloc") {
+    "jemalloc"
+} else {
+    "system"
+};
+
 #[derive(Parser)]
 #[command(
     name = "zedi-sync",
@@ -82,6 +125,7 @@ fn init_logging(settings: &Settings) {
 
 fn run(settings: Settings) -> anyhow::Result<()> {
     init_logging(&settings);
+    tracing::info!(allocator = ALLOCATOR, "global allocator");
     let system = actix_web::rt::System::new();
     system.block_on(zedi_sync::server::run(settings))?;
     Ok(())

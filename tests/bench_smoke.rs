@@ -91,6 +91,20 @@ fn zedi_bench_runs_every_scenario_and_report_py_reads_them() {
             "0",
         ],
     );
+    run_bench(
+        &daemon,
+        &out,
+        &[
+            "--scenario",
+            "churn",
+            "--documents",
+            "3",
+            "--doc-kib",
+            "8",
+            "--settle",
+            "1",
+        ],
+    );
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
         .unwrap()
@@ -120,6 +134,15 @@ fn zedi_bench_runs_every_scenario_and_report_py_reads_them() {
     let r = scenario("ramp");
     assert_eq!(r["synced"], 20, "{r}");
     assert!(r["server_rss_after_kb"].as_u64().unwrap() > 0, "{r}");
+    let c = scenario("churn");
+    assert_eq!(c["documents_filled"], 3, "{c}");
+    assert!(
+        c["doc_encoded_bytes_avg"].as_u64().unwrap() >= 8 * 1024,
+        "{c}"
+    );
+    assert!(c["unload_s"].as_f64().is_some(), "{c}");
+    assert_eq!(c["rss_series_kb"].as_array().map(Vec::len), Some(2), "{c}");
+    assert!(c["rss_baseline_kb"].as_u64().unwrap() > 0, "{c}");
 
     let report = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench/report.py"))

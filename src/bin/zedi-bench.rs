@@ -8,12 +8,15 @@
 //! zedi-bench --url ws://127.0.0.1:1234 --writers 1,10,100 --seconds 10
 //! ```
 //! stdout: one JSON line per measurement; stderr: the machine header and a human table.
-//! Only loopback targets are accepted.
+//! Only loopback targets are accepted. `--scenario churn` (memory returned after documents
+//! unload) is driven by `scripts/memory-bench.sh`, which starts the daemon for it.
 
 #[path = "zedi_bench/aconn.rs"]
 mod aconn;
 #[path = "zedi_bench/machine.rs"]
 mod machine;
+#[path = "zedi_bench/memory.rs"]
+mod memory;
 #[path = "zedi_bench/scenarios.rs"]
 mod scenarios;
 #[path = "zedi_bench/writer.rs"]
@@ -42,6 +45,9 @@ enum Scenario {
     /// K documents x S subscribers, one writer per document at R updates/s: delivery latency.
     /// With --reader-urls the subscribers use those nodes (cross-node).
     Fanout,
+    /// Server RSS before, with D documents of --doc-kib loaded, and each second for --settle s
+    /// after they unloaded (needs --server-pid).
+    Churn,
 }
 
 #[derive(Parser, Debug)]
@@ -94,9 +100,19 @@ struct Args {
     /// ramp: connections to open.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// ramp / fanout: documents (ramp spreads connections over them; fanout: one writer each).
-    #[arg(long, default_value_t = 100)]
-    documents: usize,
+    /// ramp / fanout / churn: documents (ramp spreads connections over them; fanout and churn:
+    /// one writer each). Default: 100, churn 150.
+    #[arg(long)]
+    documents: Option<usize>,
+    /// churn: encoded size each writer fills its document to, KiB.
+    #[arg(long, default_value_t = 110)]
+    doc_kib: usize,
+    /// churn: seconds of RSS samples (one a second) after the documents unloaded.
+    #[arg(long, default_value_t = 30)]
+    settle: u64,
+    /// churn: longest wait for /health to report 0 documents after the writers left, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    unload_timeout: f64,
     /// ramp / fanout: handshakes in progress at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
@@ -367,8 +383,20 @@ fn run_event_driven(
     addr: SocketAddr,
     run_id: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    if args.connections == 0 || args.connections > 100_000 || args.documents == 0 {
-        bail!("--connections must be 1..=100000 and --documents at least 1");
+    let default_documents = if matches!(args.scenario, Scenario::Churn) {
+        150
+    } else {
+        100
+    };
+    let documents = args.documents.unwrap_or(default_documents);
+    if args.connections == 0 || args.connections > 100_000 || !(1..=100_000).contains(&documents) {
+        bail!("--connections and --documents must be 1..=100000");
+    }
+    if !(1..=65_536).contains(&args.doc_kib)
+        || args.settle > 3600
+        || !(0.0..=3600.0).contains(&args.unload_timeout)
+    {
+        bail!("--doc-kib must be 1..=65536, --settle and --unload-timeout at most 3600");
     }
     if args.subscribers > 10_000 || !(0.01..=10_000.0).contains(&args.rate) {
         bail!("--subscribers must be <= 10000 and --rate in [0.01, 10000]");
@@ -394,7 +422,7 @@ fn run_event_driven(
             target,
             scenarios::RampArgs {
                 connections: args.connections,
-                documents: args.documents,
+                documents,
                 concurrency: args.concurrency,
                 timeout: Duration::from_secs_f64(args.setup_timeout),
                 hold: Duration::from_secs_f64(args.hold),
@@ -406,7 +434,7 @@ fn run_event_driven(
             target,
             readers,
             scenarios::FanoutArgs {
-                documents: args.documents,
+                documents,
                 subscribers: args.subscribers,
                 rate: args.rate,
                 warmup: Duration::from_secs_f64(args.warmup),
@@ -417,6 +445,24 @@ fn run_event_driven(
             },
             run_id,
         )),
+        Scenario::Churn => {
+            let Some(server_pid) = args.server_pid else {
+                bail!("--scenario churn reads the daemon's memory: give --server-pid");
+            };
+            rt.block_on(memory::churn(
+                target,
+                memory::ChurnArgs {
+                    documents,
+                    doc_bytes: args.doc_kib * 1024,
+                    concurrency: args.concurrency,
+                    setup_timeout: Duration::from_secs_f64(args.setup_timeout),
+                    unload_timeout: Duration::from_secs_f64(args.unload_timeout),
+                    settle: Duration::from_secs(args.settle),
+                    server_pid,
+                },
+                run_id,
+            ))
+        }
         Scenario::Throughput => unreachable!(),
     };
     rt.shutdown_timeout(Duration::from_secs(2));
