@@ -16,7 +16,10 @@
 #   MEMBENCH_DOCUMENTS   documents loaded at once (default 150); MEMBENCH_DOC_KIB their encoded
 #                        size (110); MEMBENCH_SETTLE seconds of samples after they unloaded (30).
 #   MEMBENCH_BUDGET      limits.memory_budget_bytes of the daemon (default: config/default.toml).
-#   MEMBENCH_EXTRA       more zedi-bench flags, e.g. for a scenario added later.
+#   MEMBENCH_EXTRA       more zedi-bench flags, e.g. "--seconds 60" for the attack scenario:
+#                        MEMBENCH_SCENARIO=attack MEMBENCH_EXTRA="--seconds 60" scripts/memory-bench.sh
+#                        (issue 14's attacks at once against the default 384 MiB budget while
+#                        an honest editor types; prints peak RSS, sheds, the editor's acks).
 # Takes about a minute per allocator after the build; needs python3 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,6 +137,14 @@ mib = lambda kb: "-" if kb is None else f"{kb / 1024:.1f}"
 print(f"{'allocator':<10} {'scenario':<8} {'docs':>5} {'KiB/doc':>8} {'baseline':>9} {'loaded':>8} "
       f"{'peak':>8} {'after':>8} {'after/base':>10} {'RSS/enc B':>9} {'anon base→after':>16}  (MiB)")
 for r in rows:
+    if r.get("scenario") == "attack":
+        print(f"{r['allocator']:<10} attack {r['seconds']} s: peak RSS {r['peak_rss_mib']:.1f} MiB "
+              f"(VmHWM {r['vm_hwm_mib']:.1f}), budget peak {r['peak_budget_used_mib']:.1f} MiB, "
+              f"after {r.get('after_settle_rss_mib', 0):.1f} MiB, daemon alive: {r['daemon_alive']}")
+        print(f"    sheds: {json.dumps(r['sheds'])}")
+        print(f"    attackers: {json.dumps(r['attackers'])}")
+        print(f"    honest editor: {json.dumps(r['honest'])}")
+        continue
     print(f"{r['allocator']:<10} {r['scenario']:<8} {r.get('documents_filled', '-'):>5} "
           f"{r.get('doc_encoded_bytes_avg', 0) / 1024:>8.1f} {mib(r.get('rss_baseline_kb')):>9} "
           f"{mib(r.get('rss_loaded_kb')):>8} {mib(r.get('rss_peak_kb')):>8} "

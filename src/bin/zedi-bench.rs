@@ -13,6 +13,8 @@
 
 #[path = "zedi_bench/aconn.rs"]
 mod aconn;
+#[path = "zedi_bench/attack.rs"]
+mod attack;
 #[path = "zedi_bench/machine.rs"]
 mod machine;
 #[path = "zedi_bench/memory.rs"]
@@ -48,6 +50,9 @@ enum Scenario {
     /// Server RSS before, with D documents of --doc-kib loaded, and each second for --settle s
     /// after they unloaded (needs --server-pid).
     Churn,
+    /// The memory attacks of issue 14 at once for --seconds while an honest editor types:
+    /// peak RSS, budget fill, sheds, the editor's acks (needs --server-pid).
+    Attack,
 }
 
 #[derive(Parser, Debug)]
@@ -462,6 +467,35 @@ fn run_event_driven(
                 },
                 run_id,
             ))
+        }
+        Scenario::Attack => {
+            let Some(server_pid) = args.server_pid else {
+                bail!("--scenario attack reads the daemon's memory: give --server-pid");
+            };
+            let mut v = attack::attack(
+                addr,
+                attack::AttackArgs {
+                    duration: Duration::from_secs_f64(args.seconds),
+                    server_pid,
+                    stuck_readers: 20,
+                    preauth_sockets: 80,
+                    long_id_sockets: 20,
+                    partial_frames: 20,
+                    awareness_sockets: 10,
+                    churn_threads: 4,
+                },
+            );
+            // What is left once the attack is over and the documents unloaded.
+            let probe = memory::Probe { pid: server_pid };
+            rt.block_on(memory::wait_documents(
+                &target,
+                0,
+                Duration::from_secs_f64(args.unload_timeout),
+            ));
+            let series = rt.block_on(probe.settle(Duration::from_secs(args.settle)));
+            v["after_settle_rss_mib"] =
+                serde_json::json!(series.last().map_or(0.0, |kb| *kb as f64 / 1024.0));
+            v
         }
         Scenario::Throughput => unreachable!(),
     };

@@ -91,18 +91,27 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 
 /// `GET /health` on the daemon (plain HTTP/1.1 over loopback, bounded by timeouts).
 pub fn health(addr: SocketAddr, host: &str) -> Option<serde_json::Value> {
+    let body = get(addr, host, "/health")?;
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    serde_json::from_str(json).ok()
+}
+
+/// The body of `GET path` on the daemon (at most 8 MiB), bounded by timeouts.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    get(addr, &addr.to_string(), path)
+}
+
+fn get(addr: SocketAddr, host: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
     write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = Vec::new();
-    s.take(1 << 20).read_to_end(&mut buf).ok()?;
+    s.take(8 << 20).read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
-    let body = text.split_once("\r\n\r\n")?.1;
-    let json = &body[body.find('{')?..=body.rfind('}')?];
-    serde_json::from_str(json).ok()
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
