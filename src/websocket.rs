@@ -49,6 +49,9 @@ thread_local! {
         std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
+/// How long a socket with a large partial frame waits before it looks at the budget again.
+const INBOUND_PRESSURE_PAUSE: Duration = Duration::from_millis(100);
+
 /// How long a closed session waits for the client to close its side before the socket is
 /// dropped (dropping it with unread input would reset the connection and could discard our
 /// Close frame before the client reads it).
@@ -433,6 +436,15 @@ impl Stream for SocketInput {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(early) = self.early.take() {
             return Poll::Ready(Some(Ok(early)));
+        }
+        // A socket in the middle of a large frame reads no further while the node's budget is
+        // over its limit: its partial frame cannot grow while the shedder makes room (it may be
+        // the socket shed). Small frames, what editors send, are never held up by this.
+        if self.meter.holding(Holder::Inbound) >= crate::budget::SHED_FLOOR_BYTES
+            && self.meter.budget().pressure() >= Pressure::Shed
+        {
+            self.throttle
+                .pause_until(std::time::Instant::now() + INBOUND_PRESSURE_PAUSE);
         }
         if let Some(until) = self.throttle.until.get() {
             let this = &mut *self;

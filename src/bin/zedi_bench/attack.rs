@@ -4,7 +4,8 @@
 //! fared (acknowledged keystrokes, latency, disconnects).
 //!
 //! The attackers (each reconnects whenever the daemon closes it, until the end):
-//! - stuck readers: sockets on a busy document (a writer pushes 40 KB updates) that never read;
+//! - stuck readers: sockets on a busy document (a writer inserts and deletes 40 KB per update,
+//!   so broadcasts are large and the document stays small) that never read;
 //! - pre-auth floods: sockets from ten forwarded addresses, each queueing ~7.5 MiB for a
 //!   document it never authenticates, then answering pings;
 //! - long session ids: Auth with a 4 MiB address;
@@ -199,6 +200,20 @@ impl Typist {
         }
     }
 
+    /// Alternately inserts `text` and deletes everything past the first 1000 chars, each in
+    /// its own update: the inserts carry the text, the deletes keep the document small.
+    fn churn(&self, text: &str) -> Vec<u8> {
+        let t = self.doc.get_or_insert_text("default");
+        let mut txn = self.doc.transact_mut();
+        let len = t.len(&txn);
+        if len > 1000 {
+            t.remove_range(&mut txn, 1000, len - 1000);
+        } else {
+            t.insert(&mut txn, len, text);
+        }
+        txn.encode_update_v1()
+    }
+
     fn update(&self, text: &str) -> Vec<u8> {
         let t = self.doc.get_or_insert_text("default");
         let mut txn = self.doc.transact_mut();
@@ -264,7 +279,9 @@ fn busy_writer(shared: &Shared) {
             continue;
         }
         while !shared.stop.load(Ordering::Relaxed) {
-            let update = typist.update(&chunk);
+            // Insert 40 KB, then delete it: every broadcast is large (the stuck readers' queues
+            // grow) while the document itself stays small (deleted text is only a length).
+            let update = typist.churn(&chunk);
             if !send(
                 &mut ws,
                 "busy",
@@ -392,14 +409,22 @@ fn churn(shared: &Shared, thread: usize, threads: usize) {
     }
 }
 
-/// Sum of `zedi_memory_budget_used_bytes` over holders, and every `zedi_memory_sheds_total`.
-fn scrape(addr: SocketAddr) -> Option<(u64, Value)> {
+/// Sum of `zedi_memory_budget_used_bytes` over holders, each holder (MiB), and every
+/// `zedi_memory_sheds_total`.
+fn scrape(addr: SocketAddr) -> Option<(u64, Value, Value)> {
     let body = crate::machine::http_get(addr, "/metrics")?;
     let mut used = 0.0;
     let mut sheds = serde_json::Map::new();
+    let mut holders = serde_json::Map::new();
     for line in body.lines() {
-        if let Some(rest) = line.strip_prefix("zedi_memory_budget_used_bytes{") {
-            used += rest.rsplit(' ').next()?.parse::<f64>().unwrap_or(0.0);
+        if let Some(rest) = line.strip_prefix("zedi_memory_budget_used_bytes{holder=\"") {
+            let (holder, value) = rest.split_once("\"} ")?;
+            let bytes = value.trim().parse::<f64>().unwrap_or(0.0);
+            used += bytes;
+            holders.insert(
+                holder.to_string(),
+                json!((bytes / MIB as f64 * 10.0).round() / 10.0),
+            );
         }
         if let Some(rest) = line.strip_prefix("zedi_memory_sheds_total{reason=\"") {
             let (reason, value) = rest.split_once("\"} ")?;
@@ -409,7 +434,7 @@ fn scrape(addr: SocketAddr) -> Option<(u64, Value)> {
             );
         }
     }
-    Some((used as u64, Value::Object(sheds)))
+    Some((used as u64, Value::Object(holders), Value::Object(sheds)))
 }
 
 fn pct(sorted: &[u64], q: f64) -> f64 {
@@ -463,6 +488,7 @@ pub fn attack(addr: SocketAddr, args: AttackArgs) -> Value {
     // Sample while the attack runs: RSS every 250 ms, the budget every second.
     let started = Instant::now();
     let (mut peak_rss_kb, mut peak_budget, mut samples) = (0u64, 0u64, 0u64);
+    let mut at_peak = Value::Null;
     let mut last_scrape = Instant::now() - Duration::from_secs(1);
     while started.elapsed() < args.duration {
         if let Some(kb) = status_kb(args.server_pid, "VmRSS") {
@@ -473,8 +499,11 @@ pub fn attack(addr: SocketAddr, args: AttackArgs) -> Value {
         }
         if last_scrape.elapsed() >= Duration::from_secs(1) {
             last_scrape = Instant::now();
-            if let Some((used, _)) = scrape(addr) {
-                peak_budget = peak_budget.max(used);
+            if let Some((used, holders, _)) = scrape(addr)
+                && used > peak_budget
+            {
+                peak_budget = used;
+                at_peak = holders;
             }
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -485,7 +514,7 @@ pub fn attack(addr: SocketAddr, args: AttackArgs) -> Value {
     }
     let alive = status_kb(args.server_pid, "VmRSS").is_some();
     let hwm_kb = status_kb(args.server_pid, "VmHWM").unwrap_or(0);
-    let sheds = scrape(addr).map_or(Value::Null, |(_, s)| s);
+    let sheds = scrape(addr).map_or(Value::Null, |(_, _, s)| s);
     let h = lock(&honest);
     let mut lat = h.latencies_us.clone();
     lat.sort_unstable();
@@ -499,6 +528,7 @@ pub fn attack(addr: SocketAddr, args: AttackArgs) -> Value {
         "vm_hwm_mib": hwm_kb as f64 / 1024.0,
         "rss_samples": samples,
         "peak_budget_used_mib": peak_budget as f64 / MIB as f64,
+        "budget_at_peak_mib": at_peak,
         "sheds": sheds,
         "attackers": {
             "stuck_readers": args.stuck_readers,
