@@ -39,7 +39,7 @@ mod json_depth;
 
 pub use decode::{
     AwarenessError, AwarenessLimits, Entry, MAX_ENTRIES_PER_UPDATE, decode_update,
-    decode_update_with,
+    decode_update_with, encode_update,
 };
 pub use json_depth::within_depth;
 

@@ -6,8 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, Received};
-use zedi_sync::awareness::decode_update;
-use zedi_sync::protocol::lib0::Writer;
+use zedi_sync::awareness::{decode_update, encode_update};
 use zedi_sync::protocol::{self, Message, Packet};
 
 const DOC: &str = "presence";
@@ -16,14 +15,7 @@ const ATTACKER: u64 = 2002;
 const VICTIM_STATE: &str = r#"{"user":{"name":"victim"}}"#;
 
 fn awareness(entries: &[(u64, u64, &str)]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.write_var_uint(entries.len() as u64);
-    for (id, clock, state) in entries {
-        w.write_var_uint(*id)
-            .write_var_uint(*clock)
-            .write_var_string(state);
-    }
-    w.into_vec()
+    encode_update(entries)
 }
 
 /// The `(client, clock, state)` entries of an awareness frame on `DOC`, if it is one.

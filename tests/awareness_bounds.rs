@@ -8,8 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, Received, text_update};
-use zedi_sync::awareness::decode_update_with;
-use zedi_sync::protocol::lib0::Writer;
+use zedi_sync::awareness::{decode_update_with, encode_update};
 use zedi_sync::protocol::{self, Message, Packet, SyncMessage};
 
 const DOC: &str = "bounded-presence";
@@ -18,14 +17,7 @@ const OBSERVER: u64 = 1002;
 const ATTACKER: u64 = 6666;
 
 fn awareness(entries: &[(u64, u64, &str)]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.write_var_uint(entries.len() as u64);
-    for (id, clock, state) in entries {
-        w.write_var_uint(*id)
-            .write_var_uint(*clock)
-            .write_var_string(state);
-    }
-    w.into_vec()
+    encode_update(entries)
 }
 
 /// The `(client, clock)` pairs of an awareness frame on `DOC`, if it is one. Decoded without

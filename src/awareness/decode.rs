@@ -1,7 +1,7 @@
 //! Decoding an awareness update, with the per-state bounds (see the notes of [`super`]).
 
 use super::json_depth::within_depth;
-use crate::protocol::lib0::{Lib0Error, Reader};
+use crate::protocol::lib0::{Lib0Error, Reader, Writer};
 
 /// One `(clientId, clock, state JSON)` entry of an encoded awareness update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,4 +137,17 @@ pub fn decode_update_with<'a>(
         });
     }
     Ok(entries)
+}
+
+/// Encodes `(clientId, clock, state JSON)` entries as one awareness update, the inverse of
+/// [`decode_update`] (tests and load generators build their frames with it).
+pub fn encode_update(entries: &[(u64, u64, &str)]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.write_var_uint(entries.len() as u64);
+    for (id, clock, state) in entries {
+        w.write_var_uint(*id)
+            .write_var_uint(*clock)
+            .write_var_string(state);
+    }
+    w.into_vec()
 }

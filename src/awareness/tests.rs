@@ -7,14 +7,7 @@ const A: Owner = Owner::Connection(1);
 const B: Owner = Owner::Connection(2);
 
 fn update(entries: &[(u64, u64, &str)]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.write_var_uint(entries.len() as u64);
-    for (id, clock, state) in entries {
-        w.write_var_uint(*id)
-            .write_var_uint(*clock)
-            .write_var_string(state);
-    }
-    w.into_vec()
+    encode_update(entries)
 }
 
 #[test]

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::{Message as WsMessage, WebSocket};
 use yrs::{Doc, Text, Transact};
-use zedi_sync::protocol::lib0::Writer;
 use zedi_sync::protocol::{AuthMessage, Message, Packet, SyncMessage, decode, encode};
 
 use crate::scenarios::status_kb;
@@ -359,12 +358,7 @@ fn partial_frame(shared: &Shared) {
 
 fn big_awareness(shared: &Shared, n: usize) {
     let state = format!("{{\"junk\":\"{}\"}}", "a".repeat(8 * MIB));
-    let mut w = Writer::new();
-    w.write_var_uint(1)
-        .write_var_uint(9_000_000 + n as u64)
-        .write_var_uint(1)
-        .write_var_string(&state);
-    let payload = w.into_vec();
+    let payload = zedi_sync::awareness::encode_update(&[(9_000_000 + n as u64, 1, &state)]);
     let doc = format!("presence-{n}");
     while !shared.stop.load(Ordering::Relaxed) {
         let Some(mut ws) = connect(shared, None) else {
