@@ -110,6 +110,8 @@ pub struct Metrics {
     /// labels: holder (see `budget::Holder`)
     pub memory_budget_used_bytes: IntGaugeVec,
     pub memory_budget_limit_bytes: IntGauge,
+    pub memory_budget_fill_bytes: IntGauge,
+    pub memory_resident_bytes: IntGauge,
     /// labels: reason (see `budget::SHED_REASONS`)
     pub memory_sheds_total: IntCounterVec,
 }
@@ -311,6 +313,16 @@ impl Metrics {
                 &r,
                 "memory_budget_limit_bytes",
                 "The node's memory budget (limits.memory_budget_bytes).",
+            ),
+            memory_budget_fill_bytes: gauge(
+                &r,
+                "memory_budget_fill_bytes",
+                "What the budget's levels compare with its limit: the charges, or the resident size when measured and larger.",
+            ),
+            memory_resident_bytes: gauge(
+                &r,
+                "memory_resident_bytes",
+                "The process's resident memory (VmRSS), sampled every 100 ms.",
             ),
             memory_sheds_total: counter_vec(
                 &r,

@@ -50,7 +50,15 @@ fn cores() -> usize {
 /// Runs the node until SIGINT/SIGTERM. Must be called inside an actix `System`.
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let metrics = Metrics::new();
-    let budget = MemoryBudget::new(settings.limits.memory_budget_bytes, &metrics);
+    let budget = MemoryBudget::new(
+        settings.limits.memory_budget_bytes,
+        settings.limits.memory_budget_measures_rss,
+        &metrics,
+    );
+    // Sampled even when it does not count, for zedi_memory_resident_bytes.
+    if let Err(error) = crate::budget::resident::spawn_sampler(&budget) {
+        tracing::warn!(%error, "cannot start the resident memory sampler: charges alone fill the budget");
+    }
     let node_id = if settings.server.node_id.is_empty() {
         format!("zedi-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
     } else {

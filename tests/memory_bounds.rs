@@ -208,9 +208,13 @@ fn a_socket_without_an_authenticated_document_is_closed() {
     );
 }
 
-/// Limits that fit a 16 MiB budget (each per-socket share at most half of it).
+/// Limits that fit a 16 MiB budget (each per-socket share at most half of it, a document at its
+/// largest too, with a factor up to 12). The budget counts charges only: a debug daemon's own
+/// resident size is near 16 MiB, and these tests are about what clients make it hold.
 const SMALL_NODE: &[(&str, &str)] = &[
     ("ZEDI__LIMITS__MEMORY_BUDGET_BYTES", "16777216"),
+    ("ZEDI__LIMITS__MEMORY_BUDGET_MEASURES_RSS", "false"),
+    ("ZEDI__LIMITS__MAX_DOCUMENT_BYTES", "699050"),
     ("ZEDI__LIMITS__MAX_FRAME_BYTES", "4194304"),
     ("ZEDI__LIMITS__MAX_OUTBOUND_BYTES", "8388608"),
     ("ZEDI__LIMITS__MAX_PREAUTH_BYTES", "4194304"),
@@ -235,15 +239,18 @@ fn a_nearly_full_budget_refuses_connections_then_documents_and_health_stays_up()
     let daemon = Daemon::start(dir.path(), &env);
     let mut writer = daemon.ws();
     writer.open("big");
-    // 1.3 MB × 12 is 93 % of the budget: past both refusal levels, short of shedding. In
-    // small steps, because an update in flight is charged too (received, queued for the store,
+    writer.open("big2");
+    // Two documents of 650 KB (each at most 699050 bytes, half the budget at factor 12), so
+    // 1.3 MB × 12 is 93 % of the budget: past both refusal levels, short of shedding. In small
+    // steps, because an update in flight is charged too (received, queued for the store,
     // broadcast): one big step would pass the budget, and the writer would be the socket shed.
     for client in 1..=10 {
+        let doc = if client % 2 == 0 { "big" } else { "big2" };
         writer.send(
-            "big",
+            doc,
             Message::Sync(SyncMessage::Update(&big_update(client, 130_000))),
         );
-        writer.expect_ack("big");
+        writer.expect_ack(doc);
     }
     assert_eq!(upgrade_status(daemon.port), 503, "new sockets are refused");
     let (status, _) = common::http_get(daemon.port, "/health").unwrap();
@@ -282,20 +289,27 @@ fn over_the_budget_the_socket_holding_the_most_is_closed_first() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = SMALL_NODE.to_vec();
     env.push(("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "2"));
+    env.push(("ZEDI__LIMITS__MAX_DOCUMENT_BYTES", "4194304"));
     // Long enough that only the budget can close the stuck reader here.
     env.push(("ZEDI__TIMEOUTS__WRITE_STALL_MS", "120000"));
     let daemon = Daemon::start(dir.path(), &env);
+    // Two documents, each of at most 699050 bytes (SMALL_NODE): the stuck reader has both
+    // open, so it is sent all that is written, and holds the most.
+    let docs = ["growing", "growing2"];
     let mut stuck = daemon.ws();
-    stuck.open("growing");
     let mut writer = daemon.ws();
-    writer.open("growing");
+    for doc in docs {
+        stuck.open(doc);
+        writer.open(doc);
+    }
     let shed = "zedi_memory_sheds_total{reason=\"socket_closed\"}";
     for i in 0..400u64 {
+        let doc = docs[i as usize % 2];
         writer.send(
-            "growing",
+            doc,
             Message::Sync(SyncMessage::Update(&big_update(100 + i, 40_000))),
         );
-        writer.expect_ack("growing");
+        writer.expect_ack(doc);
         if metric(&daemon.metrics(), shed) >= 1.0 {
             break;
         }
@@ -309,4 +323,57 @@ fn over_the_budget_the_socket_holding_the_most_is_closed_first() {
     daemon.wait_health("the stuck reader gone", |h| h["connections"] == 1);
     still_edits(&mut writer, "growing", 9999);
     assert!(is_closed(&mut stuck));
+}
+
+#[test]
+fn resident_memory_nothing_charges_still_fills_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SMALL_NODE.to_vec();
+    env.push(("ZEDI__LIMITS__MEMORY_BUDGET_MEASURES_RSS", "true"));
+    let daemon = Daemon::start(dir.path(), &env);
+    // Nothing is charged yet, but a daemon is resident past 80 % of 16 MiB (a release build
+    // starts at ~17 MiB): once the sampler has seen it (every 100 ms), new sockets are refused
+    // as for a full budget.
+    let metrics = wait_metric(
+        &daemon,
+        "the resident size sampled",
+        "zedi_memory_resident_bytes",
+        |v| v >= 0.8 * 16.0 * MIB as f64,
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "zedi_memory_budget_used_bytes{holder=\"documents\"}"
+        ),
+        0.0
+    );
+    assert!(
+        metric(&metrics, "zedi_memory_budget_fill_bytes") >= 0.8 * 16.0 * MIB as f64,
+        "the fill is at least the resident size"
+    );
+    assert_eq!(upgrade_status(daemon.port), 503, "new sockets are refused");
+    let (status, _) = common::http_get(daemon.port, "/health").unwrap();
+    assert_eq!(status, 200, "the task must not look unhealthy");
+    assert!(
+        metric(
+            &daemon.metrics(),
+            "zedi_memory_sheds_total{reason=\"connection_refused\"}"
+        ) >= 1.0
+    );
+    drop(daemon);
+
+    // The same node counting charges alone takes the socket: the refusal above was the
+    // resident floor's.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), SMALL_NODE);
+    wait_metric(
+        &daemon,
+        "the resident size sampled",
+        "zedi_memory_resident_bytes",
+        |v| v >= 0.8 * 16.0 * MIB as f64,
+    );
+    assert_eq!(upgrade_status(daemon.port), 101);
+    let mut editor = daemon.ws();
+    editor.open("doc");
+    still_edits(&mut editor, "doc", 1);
 }

@@ -7,13 +7,18 @@
 //! share of one whole. Charging is two relaxed atomic adds (the holder's and the total), so it
 //! can sit on every frame's path.
 //!
-//! Shedding, in order, as the total passes fractions of the limit ([`Pressure`]):
+//! The budget's fill is the larger of the charges and, when `limits.memory_budget_measures_rss`
+//! is on (the default), the process's resident memory sampled every 100 ms ([`resident`]):
+//! what nothing charges still counts, as it does for the container's limit.
+//!
+//! Shedding, in order, as the fill passes fractions of the limit ([`Pressure`]):
 //! 80 %: new WebSockets are refused with HTTP 503 (the ALB retries another task; `/health`
 //! stays 200, so the task is not replaced); 90 %: documents not loaded yet are refused;
 //! 100 %: the sockets holding the most are closed first ([`MemoryBudget::shed_sockets`]).
 //! Per-socket accounting and the close itself are in [`meter`].
 
 pub mod meter;
+pub mod resident;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -102,10 +107,23 @@ const SHED_TARGET_PERCENT: usize = 95;
 pub const SHED_FLOOR_BYTES: usize = 64 * 1024;
 /// Least time between two shedding passes (the closes take a moment to free their memory).
 const SHED_INTERVAL_MS: u64 = 100;
+/// How long memory freed by shedding may still show as resident: jemalloc hands freed pages
+/// back within its 1 s decay. Within this, the resident floor is lowered by what was shed, so
+/// that one excess does not close socket after socket while the pages go back.
+const RESIDENT_LAG_MS: u64 = 2000;
 
 pub struct MemoryBudget {
     limit: usize,
+    /// Whether the resident size counts towards the fill (`limits.memory_budget_measures_rss`).
+    measures_rss: bool,
     total: AtomicUsize,
+    /// The last sampled resident size in bytes (0 until the first sample).
+    resident: AtomicUsize,
+    resident_gauge: IntGauge,
+    fill_gauge: IntGauge,
+    /// What the last shedding passes closed, and when, for [`RESIDENT_LAG_MS`].
+    recently_shed: AtomicUsize,
+    recently_shed_ms: AtomicU64,
     used: [AtomicUsize; 6],
     gauges: [IntGauge; 6],
     sheds: IntCounterVec,
@@ -116,11 +134,19 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
-    pub fn new(limit: usize, metrics: &Metrics) -> Arc<Self> {
+    /// A budget of `limit` bytes; `measures_rss` makes the sampled resident size a floor of its
+    /// fill (start [`resident::spawn_sampler`] to feed it).
+    pub fn new(limit: usize, measures_rss: bool, metrics: &Metrics) -> Arc<Self> {
         metrics.memory_budget_limit_bytes.set(limit as i64);
         Arc::new(MemoryBudget {
             limit,
+            measures_rss,
             total: AtomicUsize::new(0),
+            resident: AtomicUsize::new(0),
+            resident_gauge: metrics.memory_resident_bytes.clone(),
+            fill_gauge: metrics.memory_budget_fill_bytes.clone(),
+            recently_shed: AtomicUsize::new(0),
+            recently_shed_ms: AtomicU64::new(0),
             used: Default::default(),
             gauges: Holder::ALL.map(|h| {
                 metrics
@@ -134,30 +160,64 @@ impl MemoryBudget {
         })
     }
 
-    /// A budget with its own throw-away metrics, for tests of the parts that charge it.
+    /// A budget of charges alone with its own throw-away metrics, for tests of the parts that
+    /// charge it.
     pub fn unmetered(limit: usize) -> Arc<Self> {
-        Self::new(limit, &Metrics::new())
+        Self::new(limit, false, &Metrics::new())
+    }
+
+    /// As [`Self::unmetered`], with the resident floor on.
+    pub fn unmetered_measuring(limit: usize) -> Arc<Self> {
+        Self::new(limit, true, &Metrics::new())
     }
 
     pub fn limit(&self) -> usize {
         self.limit
     }
 
+    /// What is charged, over all holders.
     pub fn used(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// The last sampled resident size (0 before the first sample or where it is not measured).
+    pub fn resident(&self) -> usize {
+        self.resident.load(Ordering::Relaxed)
+    }
+
+    /// What the pressure levels compare with the limit: the charges, or the resident size if
+    /// it is measured and larger.
+    pub fn fill(&self) -> usize {
+        let used = self.used();
+        if self.measures_rss {
+            used.max(self.resident())
+        } else {
+            used
+        }
+    }
+
+    /// Records a resident sample; past the limit, sheds as a charge would.
+    pub fn set_resident(&self, bytes: usize) {
+        self.resident.store(bytes, Ordering::Relaxed);
+        self.resident_gauge.set(bytes as i64);
+        let fill = self.fill();
+        self.fill_gauge.set(fill as i64);
+        if fill >= self.limit {
+            self.shed_sockets();
+        }
     }
 
     pub fn used_by(&self, holder: Holder) -> usize {
         self.used[holder.index()].load(Ordering::Relaxed)
     }
 
-    /// Use of the budget in percent (may pass 100).
+    /// The fill in percent of the limit (may pass 100).
     pub fn percent(&self) -> f64 {
-        self.used() as f64 * 100.0 / self.limit as f64
+        self.fill() as f64 * 100.0 / self.limit as f64
     }
 
     pub fn pressure(&self) -> Pressure {
-        let used = self.used();
+        let used = self.fill();
         let at = |percent: usize| used >= self.limit / 100 * percent;
         if used >= self.limit {
             Pressure::Shed
@@ -179,7 +239,7 @@ impl MemoryBudget {
         self.used[holder.index()].fetch_add(bytes, Ordering::Relaxed);
         self.gauges[holder.index()].add(bytes as i64);
         let total = self.total.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if total > self.limit {
+        if total > self.limit || (self.measures_rss && self.resident() >= self.limit) {
             self.shed_sockets();
         }
     }
@@ -208,9 +268,10 @@ impl MemoryBudget {
     }
 
     /// Over the limit: closes the sockets holding the most (each at least
-    /// [`SHED_FLOOR_BYTES`]) until what they hold brings the total under 95 %. Their memory
+    /// [`SHED_FLOOR_BYTES`]) until what they hold brings the fill under 95 %. Their memory
     /// goes when their tasks notice, within one poll; a pass runs at most every 100 ms so that
-    /// the same excess is not shed twice.
+    /// the same excess is not shed twice, and for [`RESIDENT_LAG_MS`] what was shed is taken
+    /// off the resident floor (the pages take that long to leave).
     pub fn shed_sockets(&self) -> usize {
         let now_ms = self.started.elapsed().as_millis() as u64;
         let last = self.last_shed_ms.load(Ordering::Relaxed);
@@ -225,7 +286,8 @@ impl MemoryBudget {
             return 0; // another thread is shedding
         }
         let target = self.limit / 100 * SHED_TARGET_PERCENT;
-        let mut excess = self.used().saturating_sub(target);
+        let mut excess = self.fill_after_recent_sheds(now_ms).saturating_sub(target);
+        let excess_before = excess;
         let mut candidates: Vec<(usize, Arc<SocketMeter>)> = self
             .sockets
             .lock()
@@ -253,13 +315,43 @@ impl MemoryBudget {
             excess = excess.saturating_sub(held);
             closed += 1;
         }
+        if closed > 0 {
+            self.note_shed(now_ms, excess_before - excess);
+        }
         closed
+    }
+
+    /// The fill, with the resident floor lowered by what shedding closed in the last
+    /// [`RESIDENT_LAG_MS`] (charges already dropped with their sockets).
+    fn fill_after_recent_sheds(&self, now_ms: u64) -> usize {
+        let used = self.used();
+        if !self.measures_rss {
+            return used;
+        }
+        let shed_ms = self.recently_shed_ms.load(Ordering::Relaxed);
+        let in_flight = if shed_ms != 0 && now_ms.saturating_sub(shed_ms) < RESIDENT_LAG_MS {
+            self.recently_shed.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        used.max(self.resident().saturating_sub(in_flight))
+    }
+
+    fn note_shed(&self, now_ms: u64, bytes: usize) {
+        let shed_ms = self.recently_shed_ms.load(Ordering::Relaxed);
+        if shed_ms != 0 && now_ms.saturating_sub(shed_ms) < RESIDENT_LAG_MS {
+            self.recently_shed.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            self.recently_shed.store(bytes, Ordering::Relaxed);
+        }
+        self.recently_shed_ms
+            .store(now_ms.max(1), Ordering::Relaxed);
     }
 }
 
 impl std::fmt::Debug for MemoryBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryBudget({} of {})", self.used(), self.limit)
+        write!(f, "MemoryBudget({} of {})", self.fill(), self.limit)
     }
 }
 
@@ -359,6 +451,54 @@ mod tests {
         assert_eq!(budget.used_by(Holder::Awareness), MIB);
         drop(charge);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn resident_memory_is_a_floor_of_the_fill_only_when_measured() {
+        let measured = MemoryBudget::unmetered_measuring(100 * MIB);
+        measured.charge(Holder::Documents, 10 * MIB);
+        assert_eq!(measured.fill(), 10 * MIB, "no sample yet");
+        measured.set_resident(85 * MIB);
+        assert_eq!(measured.fill(), 85 * MIB);
+        assert_eq!(measured.pressure(), Pressure::RefuseConnections);
+        measured.charge(Holder::Documents, 80 * MIB);
+        assert_eq!(
+            measured.fill(),
+            90 * MIB,
+            "charges above the resident size win"
+        );
+        assert_eq!(measured.pressure(), Pressure::RefuseDocuments);
+
+        let charges_only = MemoryBudget::unmetered(100 * MIB);
+        charges_only.charge(Holder::Documents, 10 * MIB);
+        charges_only.set_resident(500 * MIB);
+        assert_eq!(charges_only.fill(), 10 * MIB);
+        assert_eq!(charges_only.pressure(), Pressure::Normal);
+    }
+
+    #[test]
+    fn resident_memory_over_the_limit_sheds_once_per_excess() {
+        let budget = MemoryBudget::unmetered_measuring(100 * MIB);
+        let first = SocketMeter::new(1, &budget);
+        let second = SocketMeter::new(2, &budget);
+        first.add(Holder::Outbound, 8 * MIB);
+        second.add(Holder::Outbound, 6 * MIB);
+        // Charges are 14 MiB, but the process holds 101 MiB: 6 MiB over the 95 % target.
+        budget.set_resident(101 * MIB);
+        assert_eq!(first.aborted(), Some(AbortReason::Shed));
+        assert!(second.aborted().is_none(), "8 MiB covers the excess");
+        drop(first);
+        // The pages of the closed socket have not left yet when the next samples come.
+        std::thread::sleep(std::time::Duration::from_millis(SHED_INTERVAL_MS + 20));
+        budget.set_resident(101 * MIB);
+        assert!(
+            second.aborted().is_none(),
+            "what was just shed is taken off the resident size"
+        );
+        // A new excess on top of that is shed.
+        std::thread::sleep(std::time::Duration::from_millis(SHED_INTERVAL_MS + 20));
+        budget.set_resident(110 * MIB);
+        assert_eq!(second.aborted(), Some(AbortReason::Shed));
     }
 
     #[test]

@@ -263,6 +263,8 @@ pub struct Limits {
     pub max_refused_updates: u32,
     /// Node-wide memory budget every large holder charges (see `crate::budget`).
     pub memory_budget_bytes: usize,
+    /// Whether the process's resident size is a floor of the budget's fill.
+    pub memory_budget_measures_rss: bool,
     /// Longest whole address (`name` or `name\0sessionId`), in bytes.
     pub max_address_bytes: usize,
     /// Bytes held before Auth by all sockets of one client address together.
@@ -529,11 +531,32 @@ mod tests {
                 ("ZEDI__LIMITS__MAX_FRAME_BYTES", "8388608"),
                 ("ZEDI__LIMITS__MAX_OUTBOUND_BYTES", "16777216"),
                 ("ZEDI__LIMITS__MAX_PREAUTH_BYTES_PER_ADDRESS", "16777216"),
+                ("ZEDI__LIMITS__MAX_DOCUMENT_BYTES", "1048576"),
             ]),
         );
         assert!(ok.is_ok(), "{:?}", ok.err());
         let defaults = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(defaults.limits.memory_budget_bytes, 384 * 1024 * 1024);
+        assert!(defaults.limits.memory_budget_measures_rss);
+    }
+
+    #[test]
+    fn a_document_at_its_largest_is_at_most_half_the_budget() {
+        // 16 MiB × 9 = 144 MiB fits half of 384 MiB; × 13 = 208 MiB does not.
+        let err = Settings::load_from(None, env(&[("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "13")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("limits.max_document_bytes"),
+            "{err}"
+        );
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("ZEDI__LIMITS__DOCUMENT_MEMORY_FACTOR", "13"),
+                ("ZEDI__LIMITS__MAX_DOCUMENT_BYTES", "8388608"),
+            ]),
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]

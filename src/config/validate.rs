@@ -177,6 +177,16 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        // A document at its largest is a share of the budget like a socket's queue: one such
+        // document must leave the other half for everyone else.
+        let largest_document =
+            self.limits.max_document_bytes as f64 * self.limits.document_memory_factor;
+        if largest_document > (self.limits.memory_budget_bytes / 2) as f64 {
+            return Err(invalid(
+                "limits.max_document_bytes",
+                "times limits.document_memory_factor must be at most half of limits.memory_budget_bytes",
+            ));
+        }
         if self.timeouts.write_stall_ms == 0 || self.timeouts.auth_ms == 0 {
             return Err(invalid(
                 "timeouts.write_stall_ms",
