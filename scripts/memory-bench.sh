@@ -16,6 +16,7 @@
 #   MEMBENCH_DOCUMENTS   documents loaded at once (default 150); MEMBENCH_DOC_KIB their encoded
 #                        size (110); MEMBENCH_SETTLE seconds of samples after they unloaded (30).
 #   MEMBENCH_BUDGET      limits.memory_budget_bytes of the daemon (default: config/default.toml).
+#   MEMBENCH_LIFT_RATES  1: lift the per-socket rate limits for the attack too (churn always).
 #   MEMBENCH_EXTRA       more zedi-bench flags, e.g. "--seconds 60" for the attack scenario:
 #                        MEMBENCH_SCENARIO=attack MEMBENCH_EXTRA="--seconds 60" scripts/memory-bench.sh
 #                        (issue 14's attacks at once against the default 384 MiB budget while
@@ -83,12 +84,16 @@ done
 run_allocator() {
   local alloc=$1 port
   port=$(free_port)
-  # Loopback is one client address (no per-address cap); the per-socket rate limits are lifted
-  # because the writers fill their documents faster than a person types.
+  # Loopback is one client address (no per-address cap). For churn the per-socket rate limits
+  # are lifted because the writers fill their documents faster than a person types; the attack
+  # meets the production rate limits, as a real attacker would (MEMBENCH_LIFT_RATES=1 lifts them
+  # there too: attackers then push at loopback speed and the figure is about CPU, not memory).
   local env=(PORT="$port" ZEDI__SERVER__HOST=127.0.0.1 ZEDI__LIMITS__MAX_CONNECTIONS_PER_IP=0
-    ZEDI__LIMITS__MAX_MESSAGES_PER_SEC=1000000 ZEDI__LIMITS__MAX_MESSAGE_BURST=1000000
-    ZEDI__LIMITS__MAX_BYTES_PER_SEC=1000000000
     ZEDI__STORE__KIND=embedded ZEDI__STORE__PATH="$WORK/$alloc/zedi-sync.db")
+  if [ "$SCENARIO" != attack ] || [ "${MEMBENCH_LIFT_RATES:-0}" = 1 ]; then
+    env+=(ZEDI__LIMITS__MAX_MESSAGES_PER_SEC=1000000 ZEDI__LIMITS__MAX_MESSAGE_BURST=1000000
+      ZEDI__LIMITS__MAX_BYTES_PER_SEC=1000000000)
+  fi
   [ -z "$BUDGET" ] || env+=(ZEDI__LIMITS__MEMORY_BUDGET_BYTES="$BUDGET")
 
   step "$alloc: daemon on 127.0.0.1:$port"

@@ -438,10 +438,21 @@ impl Stream for SocketInput {
             return Poll::Ready(Some(Ok(early)));
         }
         // A socket in the middle of a large frame reads no further while the node's budget is
-        // over its limit: its partial frame cannot grow while the shedder makes room (it may be
-        // the socket shed). Small frames, what editors send, are never held up by this.
-        if self.meter.holding(Holder::Inbound) >= crate::budget::SHED_FLOOR_BYTES
-            && self.meter.budget().pressure() >= Pressure::Shed
+        // over its limit, or while all partly received frames together hold their share of it:
+        // its partial frame cannot grow while the shedder makes room (it may be the socket
+        // shed). A socket holding frames before Auth stops from 90 %, or when all pre-auth
+        // queues hold their share: its queue drains by itself when Auth is decided. Pausing, not
+        // closing: a closed attacker reconnects at once and sends again, which costs the node
+        // CPU its honest editors need; a paused one just waits (and is closed by the idle
+        // timeout, since its pongs are not read either). Small frames, what editors send, are
+        // never held up by this.
+        let budget = self.meter.budget();
+        let pressure = budget.pressure();
+        let floor = crate::budget::SHED_FLOOR_BYTES;
+        if (self.meter.holding(Holder::Inbound) >= floor
+            && (pressure >= Pressure::Shed || budget.share_full(Holder::Inbound)))
+            || (self.meter.holding(Holder::Preauth) >= floor
+                && (pressure >= Pressure::RefuseDocuments || budget.share_full(Holder::Preauth)))
         {
             self.throttle
                 .pause_until(std::time::Instant::now() + INBOUND_PRESSURE_PAUSE);

@@ -377,3 +377,80 @@ fn resident_memory_nothing_charges_still_fills_the_budget() {
     editor.open("doc");
     still_edits(&mut editor, "doc", 1);
 }
+
+#[test]
+fn preauth_queues_of_many_addresses_together_stop_at_a_quarter_of_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SMALL_NODE.to_vec();
+    // A paused socket's close is noticed when the next ping cannot be written.
+    env.push(("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "1000"));
+    let daemon = Daemon::start(dir.path(), &env);
+    let mut editor = daemon.ws();
+    editor.open("shared");
+    // Three addresses, each within its own shares (4 MiB per socket, 8 MiB per address), try
+    // to queue 3.6 MB each before Auth: 10.8 MB, well past a quarter of the 16 MiB budget.
+    let update = big_update(7, 900_000);
+    let mut flood: Vec<Client> = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .iter()
+        .map(|ip| Client::connect_as(daemon.port, ip))
+        .collect();
+    for f in &mut flood {
+        let frame =
+            zedi_sync::protocol::encode("shared", &Message::Sync(SyncMessage::Update(&update)));
+        f.send_batch(vec![frame; 4]);
+    }
+    let series = "zedi_memory_budget_used_bytes{holder=\"preauth\"}";
+    wait_metric(&daemon, "the pre-auth share filled", series, |v| {
+        v >= 4.0 * MIB as f64
+    });
+    // Past the quarter, sockets holding pre-auth frames read no further: at most the frame
+    // each was decoding when the share filled gets in.
+    let bound = 4.0 * MIB as f64 + 3.0 * 900_000.0 + 3.0 * 64.0 * 1024.0;
+    for _ in 0..10 {
+        let held = metric(&daemon.metrics(), series);
+        assert!(held <= bound, "pre-auth bytes held: {held} > {bound}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    still_edits(&mut editor, "shared", 8);
+    // Paused, not refused: nothing was closed for it.
+    assert_eq!(
+        metric(
+            &daemon.metrics(),
+            "zedi_protocol_errors_total{kind=\"preauth_limit\"}"
+        ),
+        0.0
+    );
+    drop(flood);
+    wait_metric(&daemon, "the queues released", series, |v| v == 0.0);
+}
+
+#[test]
+fn unfinished_frames_of_many_sockets_together_stop_at_a_quarter_of_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SMALL_NODE.to_vec();
+    env.push(("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "1000"));
+    let daemon = Daemon::start(dir.path(), &env);
+    let mut editor = daemon.ws();
+    editor.open("doc");
+    // Three sockets each start a 3.9 MB frame (under the 4 MiB frame limit) and send 3 MB of
+    // it: 9 MB of partial frames, more than twice the quarter (4 MiB) of the 16 MiB budget.
+    let mut senders: Vec<Client> = (0..3).map(|_| daemon.ws()).collect();
+    for s in &mut senders {
+        s.send_partial_frame(3_900_000, 3_000_000);
+    }
+    let series = "zedi_memory_budget_used_bytes{holder=\"inbound\"}";
+    wait_metric(&daemon, "the inbound share filled", series, |v| {
+        v >= 4.0 * MIB as f64
+    });
+    // Past the quarter, a socket in the middle of a large frame reads no further (one read
+    // buffer each may still land).
+    let bound = 4.0 * MIB as f64 + 3.0 * 256.0 * 1024.0;
+    for _ in 0..10 {
+        let held = metric(&daemon.metrics(), series);
+        assert!(held <= bound, "partial frame bytes held: {held} > {bound}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    still_edits(&mut editor, "doc", 8);
+    drop(senders);
+    wait_metric(&daemon, "the partial frames released", series, |v| v == 0.0);
+}

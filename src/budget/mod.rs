@@ -105,6 +105,10 @@ const SHED_TARGET_PERCENT: usize = 95;
 /// A socket holding less than this is never shed: an honest editor holds next to nothing, and
 /// closing it would free nothing.
 pub const SHED_FLOOR_BYTES: usize = 64 * 1024;
+/// Frames held before Auth, and frames partly received, each over all sockets may hold at most
+/// this part of the limit (1/4): per-socket and per-address shares add up over many sockets
+/// and addresses, and neither is what an honest editor holds for long.
+const CLIENT_QUEUE_SHARE_DIVISOR: usize = 4;
 /// Least time between two shedding passes (the closes take a moment to free their memory).
 const SHED_INTERVAL_MS: u64 = 100;
 /// How long memory freed by shedding may still show as resident: jemalloc hands freed pages
@@ -209,6 +213,12 @@ impl MemoryBudget {
 
     pub fn used_by(&self, holder: Holder) -> usize {
         self.used[holder.index()].load(Ordering::Relaxed)
+    }
+
+    /// Whether all sockets together hold their whole share of the budget in `holder` (pre-auth
+    /// frames or partly received frames; see [`CLIENT_QUEUE_SHARE_DIVISOR`]).
+    pub fn share_full(&self, holder: Holder) -> bool {
+        self.used_by(holder) >= self.limit / CLIENT_QUEUE_SHARE_DIVISOR
     }
 
     /// The fill in percent of the limit (may pass 100).
@@ -440,6 +450,17 @@ mod tests {
         assert_eq!(budget.pressure(), Pressure::RefuseDocuments);
         budget.charge(Holder::Documents, 10 * MIB);
         assert_eq!(budget.pressure(), Pressure::Shed);
+    }
+
+    #[test]
+    fn client_queues_each_get_a_quarter() {
+        let budget = MemoryBudget::unmetered(100 * MIB);
+        budget.charge(Holder::Preauth, 24 * MIB);
+        budget.charge(Holder::Inbound, 26 * MIB);
+        assert!(!budget.share_full(Holder::Preauth));
+        assert!(budget.share_full(Holder::Inbound));
+        budget.charge(Holder::Preauth, MIB);
+        assert!(budget.share_full(Holder::Preauth));
     }
 
     #[test]

@@ -437,6 +437,21 @@ impl Client {
         Client { ws }
     }
 
+    /// Starts a masked binary frame that declares `declared` payload bytes and sends only
+    /// `sent` of them (zeros, under an all-zero mask), as a client that never finishes a frame.
+    pub fn send_partial_frame(&mut self, declared: u64, sent: usize) {
+        use std::io::Write;
+        let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else {
+            panic!("a plain socket");
+        };
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&declared.to_be_bytes());
+        head.extend_from_slice(&[0, 0, 0, 0]);
+        stream.write_all(&head).expect("write");
+        stream.write_all(&vec![0u8; sent]).expect("write");
+        stream.flush().expect("flush");
+    }
+
     /// Sends many binary frames in as few TCP writes as possible (buffered, one flush), as a
     /// client that floods would.
     pub fn send_batch(&mut self, frames: Vec<Vec<u8>>) {
