@@ -23,22 +23,29 @@ WORKDIR /build
 # 1. Dependencies only. This layer is rebuilt only when Cargo.toml or Cargo.lock change: the
 #    crate's own code is replaced by empty stubs, so every dependency is compiled and cached here
 #    (vendor/ too: it changes only with a yrs fix).
-#    (If Cargo.toml ever declares another target with an explicit path, add a stub for it too.)
+#    The workspace's other members (crates/) get stubs as well, and so does every target
+#    Cargo.toml declares (the benchmark), since cargo reads the whole workspace to build one bin.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/zedi-protocol/Cargo.toml ./crates/zedi-protocol/
+COPY crates/zedi-bench/Cargo.toml ./crates/zedi-bench/
 # yrs with our hostile-input fixes ([patch.crates-io] in Cargo.toml, vendor/yrs/PATCHES.md).
 COPY vendor ./vendor
-RUN mkdir -p src \
+RUN mkdir -p src benches crates/zedi-protocol/src crates/zedi-bench/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --bin zedi-sync \
-    && rm -rf src
+    && touch src/lib.rs crates/zedi-protocol/src/lib.rs \
+    && echo 'fn main() {}' > benches/hot_paths.rs \
+    && echo 'fn main() {}' > crates/zedi-bench/src/main.rs \
+    && cargo build --release --locked -p zedi-sync --bin zedi-sync \
+    && rm -rf src benches crates/zedi-protocol/src crates/zedi-bench/src
 
-# 2. The crate itself. COPY keeps the build context's file times, which can be older than the
-#    stub build above: touching the crate roots makes cargo rebuild the crate (and only it).
+# 2. The crates themselves. COPY keeps the build context's file times, which can be older than
+#    the stub build above: touching the crate roots makes cargo rebuild them (and only them).
 COPY config ./config
+COPY crates ./crates
 COPY src ./src
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin zedi-sync \
+COPY benches ./benches
+RUN touch src/main.rs src/lib.rs crates/zedi-protocol/src/lib.rs \
+    && cargo build --release --locked -p zedi-sync --bin zedi-sync \
     && strip --strip-debug target/release/zedi-sync \
     && install -m 0755 target/release/zedi-sync /usr/local/bin/zedi-sync \
     && /usr/local/bin/zedi-sync check-config > /dev/null

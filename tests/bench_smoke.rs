@@ -4,16 +4,34 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::Daemon;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_zedi-bench");
+/// The load generator is a crate of its own (`crates/zedi-bench`), so cargo does not hand this
+/// test its path: `ZEDI_BENCH_BIN` (set by scripts/test.sh from cargo's own report), else the
+/// daemon's directory, where cargo puts every binary of the workspace for one profile.
+fn bench_bin() -> PathBuf {
+    let bin = std::env::var_os("ZEDI_BENCH_BIN").map_or_else(
+        || {
+            std::path::Path::new(common::BIN)
+                .with_file_name(format!("zedi-bench{}", std::env::consts::EXE_SUFFIX))
+        },
+        PathBuf::from,
+    );
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace (cargo build --workspace) or set ZEDI_BENCH_BIN",
+        bin.display()
+    );
+    bin
+}
 
 fn run_bench(daemon: &Daemon, out: &std::path::Path, args: &[&str]) {
     let url = format!("ws://127.0.0.1:{}", daemon.port);
     let pid = daemon.pid().to_string();
-    let status = Command::new(BENCH)
+    let status = Command::new(bench_bin())
         .args(["--url", &url, "--server-pid", &pid, "--out"])
         .arg(out)
         .args(args)

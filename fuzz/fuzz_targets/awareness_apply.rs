@@ -14,9 +14,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zedi_sync::awareness::{AwarenessTable, Owner, decode_update};
-use zedi_sync::protocol::lib0::Reader;
-use zedi_sync::protocol::{Message, Packet, decode};
+use zedi_protocol::awareness::{AwarenessTable, Owner, decode_update};
+use zedi_protocol::protocol::lib0::Reader;
+use zedi_protocol::protocol::{Message, Packet, decode};
 
 fn updates(data: &[u8]) -> Vec<&[u8]> {
     if let Ok(Packet::Message {

@@ -10,9 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zedi_sync::awareness::decode_update;
-use zedi_sync::protocol::lib0::Writer;
-use zedi_sync::protocol::{
+use zedi_protocol::awareness::decode_update;
+use zedi_protocol::protocol::lib0::Writer;
+use zedi_protocol::protocol::{
     AuthMessage, Message, PING_FRAME, PONG_FRAME, Packet, decode, document_name, encode,
 };
 

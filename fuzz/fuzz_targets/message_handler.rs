@@ -11,9 +11,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zedi_sync::awareness::{Owner, decode_update};
-use zedi_sync::document::{DocError, DocumentState};
-use zedi_sync::protocol::{Message, Packet, SyncMessage, decode};
+use zedi_protocol::awareness::{Owner, decode_update};
+use zedi_protocol::document::{DocError, DocumentState};
+use zedi_protocol::protocol::{Message, Packet, SyncMessage, decode};
 
 static QUIET_PANICS: std::sync::Once = std::sync::Once::new();
 

@@ -66,7 +66,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use libfuzzer_sys::fuzz_target;
-use zedi_sync::document::{DocError, DocumentState};
+use zedi_protocol::document::{DocError, DocumentState};
 
 static QUIET_PANICS: std::sync::Once = std::sync::Once::new();
 /// Where the last (silenced) panic happened and what it said, for the `Poisoned` finding.

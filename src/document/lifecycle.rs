@@ -63,7 +63,7 @@ impl DocumentActor {
             .into_actor(self)
             .map(|(result, tip), act, ctx| match result {
                 Ok((stored, fence)) => {
-                    let (state, skipped) = DocumentState::restore(&stored, act.config.limits);
+                    let (state, skipped) = DocumentState::restore(stored.entries(), act.config.limits);
                     if skipped > 0 {
                         act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
                         tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");

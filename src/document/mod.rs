@@ -1,25 +1,17 @@
 //! One open document: [`DocumentActor`] owns its [`DocumentState`] (the `yrs::Doc` and its
 //! awareness), relays between the sessions attached to it, and hands updates to persistence.
 
-#[cfg(feature = "server")]
 mod actor;
-#[cfg(feature = "server")]
 mod awareness;
-#[cfg(feature = "server")]
 mod lifecycle;
-#[cfg(feature = "server")]
 mod outbound;
-#[cfg(feature = "server")]
 mod reloads;
-#[cfg(feature = "server")]
 mod replication;
-mod state;
 
-#[cfg(feature = "server")]
 pub use actor::{
     DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
 };
-pub use state::{Applied, DocError, DocumentLimits, DocumentState};
+pub use zedi_protocol::document::{Applied, DocError, DocumentLimits, DocumentState};
 
 use std::sync::Arc;
 

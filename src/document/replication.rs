@@ -95,7 +95,7 @@ impl Handler<CatchUp> for DocumentActor {
         let name = Arc::clone(&self.name);
         ctx.spawn(async move { store.load(&name).await }.into_actor(self).map(|result, act, ctx| match result {
             Ok(stored) => {
-                let (fresh, _) = DocumentState::restore(&stored, act.config.limits);
+                let (fresh, _) = DocumentState::restore(stored.entries(), act.config.limits);
                 match fresh.encode_state() {
                     Ok(everything) => act.apply_foreign_update(&everything, ctx),
                     Err(error) => tracing::error!(document = %act.name, %error, "stored document cannot be encoded; catch-up skipped"),

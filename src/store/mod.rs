@@ -67,6 +67,16 @@ pub struct StoredDocument {
     pub fence: u64,
 }
 
+impl StoredDocument {
+    /// The snapshot (if any), then the log entries: what rebuilds the document, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        self.snapshot
+            .iter()
+            .chain(self.updates.iter())
+            .map(Vec::as_slice)
+    }
+}
+
 /// Outcome of a compaction, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactOutcome {

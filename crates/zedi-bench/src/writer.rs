@@ -13,7 +13,9 @@ use tungstenite::protocol::WebSocket;
 use tungstenite::{Bytes, Message as WsMessage};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Text, TextRef, Transact};
-use zedi_sync::protocol::{AuthMessage, Message, PONG_FRAME, Packet, SyncMessage, decode, encode};
+use zedi_protocol::protocol::{
+    AuthMessage, Message, PONG_FRAME, Packet, SyncMessage, decode, encode,
+};
 
 /// How long one blocking read may wait; every loop re-checks its deadline at least this often.
 const READ_SLICE: Duration = Duration::from_millis(50);

@@ -11,17 +11,11 @@
 //! Only loopback targets are accepted. `--scenario churn` (memory returned after documents
 //! unload) is driven by `scripts/memory-bench.sh`, which starts the daemon for it.
 
-#[path = "zedi_bench/aconn.rs"]
 mod aconn;
-#[path = "zedi_bench/attack.rs"]
 mod attack;
-#[path = "zedi_bench/machine.rs"]
 mod machine;
-#[path = "zedi_bench/memory.rs"]
 mod memory;
-#[path = "zedi_bench/scenarios.rs"]
 mod scenarios;
-#[path = "zedi_bench/writer.rs"]
 mod writer;
 
 use std::io::Write;

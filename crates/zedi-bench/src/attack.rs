@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::{Message as WsMessage, WebSocket};
 use yrs::{Doc, Text, Transact};
-use zedi_sync::protocol::{AuthMessage, Message, Packet, SyncMessage, decode, encode};
+use zedi_protocol::protocol::{AuthMessage, Message, Packet, SyncMessage, decode, encode};
 
 use crate::scenarios::status_kb;
 
@@ -358,7 +358,7 @@ fn partial_frame(shared: &Shared) {
 
 fn big_awareness(shared: &Shared, n: usize) {
     let state = format!("{{\"junk\":\"{}\"}}", "a".repeat(8 * MIB));
-    let payload = zedi_sync::awareness::encode_update(&[(9_000_000 + n as u64, 1, &state)]);
+    let payload = zedi_protocol::awareness::encode_update(&[(9_000_000 + n as u64, 1, &state)]);
     let doc = format!("presence-{n}");
     while !shared.stop.load(Ordering::Relaxed) {
         let Some(mut ws) = connect(shared, None) else {

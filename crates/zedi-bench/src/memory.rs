@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact};
-use zedi_sync::protocol::{Message, PONG_FRAME, Packet, SyncMessage, decode, encode};
+use zedi_protocol::protocol::{Message, PONG_FRAME, Packet, SyncMessage, decode, encode};
 
 use crate::aconn::Conn;
 use crate::machine;

@@ -10,8 +10,6 @@ use yrs::{ClientID, Doc, ID, NestingLookup, ReadTxn, StateVector, Store, Transac
 
 use crate::awareness::{AwarenessLimits, AwarenessTable};
 use crate::firewall::{self, Placement, Refusal, Tree};
-#[cfg(feature = "server")]
-use crate::store::StoredDocument;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DocError {
@@ -137,13 +135,16 @@ impl DocumentState {
         }
     }
 
-    /// Rebuilds a document from what the store returned. An entry that cannot be applied is
-    /// skipped and counted rather than making the whole document unloadable.
-    #[cfg(feature = "server")]
-    pub fn restore(stored: &StoredDocument, limits: DocumentLimits) -> (Self, usize) {
+    /// Rebuilds a document from what the store returned (its snapshot, then its updates). An
+    /// entry that cannot be applied is skipped and counted rather than making the whole
+    /// document unloadable.
+    pub fn restore<'a>(
+        entries: impl IntoIterator<Item = &'a [u8]>,
+        limits: DocumentLimits,
+    ) -> (Self, usize) {
         let mut state = Self::with_limits(limits);
         let mut skipped = 0;
-        for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+        for bytes in entries {
             if state.apply_update(bytes).is_err() {
                 skipped += 1;
             }
@@ -310,7 +311,7 @@ impl DocumentState {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use yrs::{GetString, Text};
 
@@ -563,16 +564,12 @@ pub(super) mod tests {
         DocumentState::new().apply_update(&full).unwrap();
     }
 
-    #[cfg(feature = "server")]
     #[test]
     fn restore_rebuilds_and_skips_corrupt_entries() {
         let (_, a) = edit(1, None, "one", 0);
-        let stored = StoredDocument {
-            snapshot: Some(a),
-            updates: vec![vec![0xde, 0xad]],
-            fence: 0,
-        };
-        let (state, skipped) = DocumentState::restore(&stored, DocumentLimits::default());
+        let corrupt = vec![0xde, 0xad];
+        let entries = [a.as_slice(), corrupt.as_slice()];
+        let (state, skipped) = DocumentState::restore(entries, DocumentLimits::default());
         assert_eq!(skipped, 1);
         assert_eq!(text(&state), "one");
     }

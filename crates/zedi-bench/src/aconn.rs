@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::WebSocket;
 use tungstenite::{Bytes, Message as WsMessage};
-use zedi_sync::protocol::{AuthMessage, Message, PONG_FRAME, Packet, SyncMessage, decode, encode};
+use zedi_protocol::protocol::{
+    AuthMessage, Message, PONG_FRAME, Packet, SyncMessage, decode, encode,
+};
 
 /// The stream as tungstenite sees it: reads/writes that return `WouldBlock` instead of waiting.
 pub struct Io(Arc<TcpStream>);

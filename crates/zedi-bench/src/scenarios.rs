@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use yrs::{Doc, Text, TextRef, Transact};
-use zedi_sync::protocol::{Message, PONG_FRAME, Packet, SyncMessage, decode, encode};
+use zedi_protocol::protocol::{Message, PONG_FRAME, Packet, SyncMessage, decode, encode};
 
 use crate::aconn::{self, Conn, SubResult};
 use crate::machine;
