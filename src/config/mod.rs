@@ -24,6 +24,41 @@ const LEGACY_ENV: &[(&str, &str)] = &[
     ("ALLOWED_ORIGINS", "server.allowed_origins"),
 ];
 
+/// `REDIS_HOST` (+ `REDIS_PORT`, default 6379, + `REDIS_PASSWORD`, the ElastiCache AUTH
+/// token), the planned task definition's names, as a `rediss://` URL: ElastiCache with transit
+/// encryption is TLS-only. `REDIS_URL`, when set too, wins (it is applied after this).
+fn redis_url_from_parts(env: &[(String, String)]) -> Option<String> {
+    let get = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let host = get("REDIS_HOST")?;
+    let port = get("REDIS_PORT").unwrap_or("6379");
+    let auth = get("REDIS_PASSWORD").map_or(String::new(), |p| format!(":{}@", percent_encode(p)));
+    // An IPv6 literal needs brackets in a URL.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Some(format!("rediss://{auth}{host}:{port}"))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (an AUTH token may hold
+/// `@`, `/`, `:` or `#`, which would change the URL's meaning).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
@@ -324,6 +359,9 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
+        if let Some(url) = redis_url_from_parts(&env) {
+            builder = builder.set_override("cluster.redis_url", url)?;
+        }
         for (name, key) in LEGACY_ENV {
             if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
                 builder = builder.set_override(*key, value.as_str())?;
@@ -501,6 +539,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("store.kind"), "{err}");
+    }
+
+    #[test]
+    fn redis_host_port_and_password_make_a_tls_url() {
+        // A cluster node needs the shared PostgreSQL store.
+        const DB: &str = "postgres://zedi@db.internal:5432/zedi";
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", DB),
+                ("REDIS_HOST", "master.zedi.abc123.use1.cache.amazonaws.com"),
+                ("REDIS_PORT", "6380"),
+                ("REDIS_PASSWORD", "p@ss/w:rd#1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.cluster.redis_url,
+            "rediss://:p%40ss%2Fw%3Ard%231@master.zedi.abc123.use1.cache.amazonaws.com:6380"
+        );
+        let s =
+            Settings::load_from(None, env(&[("DATABASE_URL", DB), ("REDIS_HOST", "::1")])).unwrap();
+        assert_eq!(
+            s.cluster.redis_url, "rediss://[::1]:6379",
+            "default port, no AUTH"
+        );
+        // REDIS_URL, when both are set, is what the operator wrote out in full.
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", DB),
+                ("REDIS_HOST", "a"),
+                ("REDIS_URL", "redis://b:6379"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.cluster.redis_url, "redis://b:6379");
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.cluster.redis_url.is_empty());
     }
 
     #[test]
