@@ -55,7 +55,7 @@ step "build (debug; one build serves every test)"
 # cargo says where the daemon binary is: CARGO_TARGET_DIR, a configured target-dir or --target
 # put it somewhere other than target/debug. The Node interop tests and ops/checks.sh use it.
 ZEDI_BIN=$(scripts/cargo-bin.sh zedi-sync --workspace --all-targets --locked)
-# The load generator is its own crate; tests/bench_smoke.rs runs it. Already built just above.
+# The load generator is its own crate; tests/it/bench_smoke.rs runs it. Already built just above.
 ZEDI_BENCH_BIN=$(scripts/cargo-bin.sh zedi-bench --workspace --all-targets --locked)
 export ZEDI_BIN ZEDI_BENCH_BIN
 echo "zedi-sync binary: $ZEDI_BIN"

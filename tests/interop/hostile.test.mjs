@@ -1,5 +1,5 @@
 // Hostile Yjs updates seen from the real yjs and @hocuspocus/provider (finding 4 of the
-// hostile-input review; tests/hostile_input.rs has all seven against our own client code).
+// hostile-input review; tests/it/hostile_input.rs has all seven against our own client code).
 //
 // A ContentJSON item whose declared count disagrees with its strings: yrs reads one string more
 // than declared and writes the item back with a count that matches, so a document holding it

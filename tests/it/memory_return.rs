@@ -4,7 +4,7 @@
 //! Figures are benchmarks' business (`scripts/memory-bench.sh`, BENCHMARKS.md); this test
 //! asserts only the behaviour, with a bounded wait that does not depend on machine speed.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,9 @@ const DOCUMENTS: usize = 60;
 const DOC_BYTES: usize = 100 * 1024;
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .expect("VmRSS in /proc status")
+    let bytes = common::rss_bytes(pid);
+    assert!(bytes > 0, "VmRSS of {pid} in /proc");
+    bytes / 1024
 }
 
 /// Typing-like updates making a document of about `target` encoded bytes: transactions of 40

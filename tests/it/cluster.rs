@@ -1,6 +1,6 @@
 //! Three (or two) real daemons on loopback sharing a real PostgreSQL and a real Redis.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -322,7 +322,7 @@ fn elasticache_style_tls_with_auth_token_and_key_prefixes() {
     // A wrong token is refused at start, with a message naming Redis.
     let dir = tempfile::tempdir().unwrap();
     let bad = redis.url().replace("s3cret-token", "wrong");
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(common::bin())
         .env("DATABASE_URL", &pg.url)
         .env("REDIS_URL", bad)
         .env("PORT", common::free_port().to_string())

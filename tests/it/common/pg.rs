@@ -13,7 +13,9 @@ pub struct PgCluster {
 }
 
 fn script() -> String {
-    format!("{}/scripts/pg-cluster.sh", env!("CARGO_MANIFEST_DIR"))
+    super::repo_path("scripts/pg-cluster.sh")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn run(args: &[&str]) -> String {

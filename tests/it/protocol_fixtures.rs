@@ -24,7 +24,7 @@ use zedi_sync::protocol::{
 /// The captured provider's connection, as an awareness owner.
 const PROVIDER: Owner = Owner::Connection(1);
 
-const FIXTURE: &str = include_str!("fixtures/hocuspocus-v4-frames.json");
+const FIXTURE: &str = include_str!("../fixtures/hocuspocus-v4-frames.json");
 
 /// The client id of the `auth-ok` provider, which wrote `hello` into `fixture-doc`; the later
 /// scenarios see the document as stored by it.

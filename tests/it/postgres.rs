@@ -1,7 +1,7 @@
 //! The PostgreSQL store against a real PostgreSQL 15 (a throwaway cluster per test), both
 //! directly and under the real daemon.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

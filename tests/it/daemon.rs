@@ -1,12 +1,12 @@
 //! The real daemon binary on a free loopback port, driven over real WebSockets with frames
 //! built by our own protocol code (the Node interop suite does the same with the real provider).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, Received, render, text_update};
+use common::{Daemon, Received, bin, render, text_update};
 use zedi_sync::protocol::{self, AuthMessage, Message, Packet, SyncMessage, prepend_address};
 
 fn update_payload(frame: &[u8]) -> Vec<u8> {
@@ -504,7 +504,7 @@ fn v4_providers_get_one_byte_pings_and_idle_sockets_time_out() {
 
 #[test]
 fn check_config_prints_redacted_settings_and_rejects_bad_ones() {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("check-config")
         .env("JWT_SECRET", "super-secret-value")
         .env("PORT", "4321")
@@ -521,7 +521,7 @@ fn check_config_prints_redacted_settings_and_rejects_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[limits]\nmax_frame_bytes = 10\n").unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("--config")
         .arg(&file)
         .arg("check-config")
@@ -531,7 +531,7 @@ fn check_config_prints_redacted_settings_and_rejects_bad_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.max_frame_bytes"), "{err}");
 
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("check-config")
         .env("ZEDI__SERVER__PORT", "99999")
         .output()
@@ -545,7 +545,7 @@ fn healthcheck_subcommand_reports_the_local_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     let port = daemon.port.to_string();
-    let ok = Command::new(BIN)
+    let ok = Command::new(bin())
         .arg("healthcheck")
         .env("PORT", &port)
         .output()
@@ -556,7 +556,7 @@ fn healthcheck_subcommand_reports_the_local_daemon() {
         String::from_utf8_lossy(&ok.stderr)
     );
     drop(daemon);
-    let down = Command::new(BIN)
+    let down = Command::new(bin())
         .arg("healthcheck")
         .env("PORT", &port)
         .output()

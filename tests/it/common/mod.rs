@@ -1,6 +1,5 @@
 //! Test harness: runs the real `zedi-sync` binary on a free loopback port and talks to it
 //! over real sockets. Every process is killed on drop; every wait is bounded.
-#![allow(dead_code)]
 
 pub mod pg;
 pub mod redis;
@@ -11,11 +10,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message as WsMessage, WebSocket, stream::MaybeTlsStream};
 use zedi_sync::protocol::{self, AuthMessage, Message, Packet, SyncMessage};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_zedi-sync");
+/// The daemon under test. This crate is not the daemon's package, so cargo does not hand it the
+/// path: `ZEDI_BIN` (scripts/test.sh sets it from cargo's own report), else the directory above
+/// this test executable's (`deps/`), where cargo puts every binary of the workspace for one
+/// profile (`cargo nextest run` at the root builds them all first).
+pub fn bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = std::env::var_os("ZEDI_BIN").map_or_else(
+            || {
+                let exe = std::env::current_exe().expect("the test executable's path");
+                let profile_dir = exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("target/<profile>/deps/<test>");
+                profile_dir.join(format!("zedi-sync{}", std::env::consts::EXE_SUFFIX))
+            },
+            PathBuf::from,
+        );
+        assert!(
+            bin.exists(),
+            "{} missing: build the workspace (cargo build --workspace) or set ZEDI_BIN",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// A file of the repository (this crate lives in `tests/`).
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .join(relative)
+}
 
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -48,7 +80,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", self.port.to_string())
@@ -323,10 +355,6 @@ pub fn render(updates: &[&[u8]]) -> String {
             .expect("applies");
     }
     t.get_string(&txn)
-}
-
-pub fn close_code(code: CloseCode) -> u16 {
-    u16::from(code)
 }
 
 impl Client {

@@ -1,7 +1,7 @@
 //! Token expiry against the real daemon: RFC 7519 NumericDates may be fractional, and a far
 //! future `exp` must neither overflow the clock arithmetic nor take the daemon down.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,7 +3,7 @@
 //! connection owns at most `limits.max_awareness_clients_per_connection` client ids; what the
 //! awareness tables hold is charged to the memory budget and given back when the document goes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

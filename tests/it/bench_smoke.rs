@@ -2,7 +2,7 @@
 //! and reports sane figures, and `ops/bench/report.py` turns its JSON lines into the tables.
 //! Figures are not judged here (benchmarks measure, tests do not time), only that the tools work.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,10 +14,7 @@ use common::Daemon;
 /// daemon's directory, where cargo puts every binary of the workspace for one profile.
 fn bench_bin() -> PathBuf {
     let bin = std::env::var_os("ZEDI_BENCH_BIN").map_or_else(
-        || {
-            std::path::Path::new(common::BIN)
-                .with_file_name(format!("zedi-bench{}", std::env::consts::EXE_SUFFIX))
-        },
+        || common::bin().with_file_name(format!("zedi-bench{}", std::env::consts::EXE_SUFFIX)),
         PathBuf::from,
     );
     assert!(
@@ -163,7 +160,7 @@ fn zedi_bench_runs_every_scenario_and_report_py_reads_them() {
     assert!(c["rss_baseline_kb"].as_u64().unwrap() > 0, "{c}");
 
     let report = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench/report.py"))
+        .arg(common::repo_path("ops/bench/report.py"))
         .arg(&out)
         .output()
         .expect("run report.py");

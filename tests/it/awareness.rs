@@ -1,7 +1,7 @@
 //! Awareness ownership against the real daemon: a connection may change or remove only the
 //! awareness client ids it introduced, and leaving removes only those.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! memory budget, every holder has a share, and the node sheds (refuses, then closes the
 //! biggest) instead of growing. Each test keeps an honest co-editor working throughout.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

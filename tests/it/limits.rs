@@ -1,7 +1,7 @@
 //! Hardening: every limit closes or refuses only the offender, with the matching code, a metric
 //! and one log line; everyone else keeps editing.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

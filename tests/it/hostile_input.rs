@@ -12,7 +12,7 @@
 //!
 //! Each test gathers every deviation before failing, so one run shows all that is wrong.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};

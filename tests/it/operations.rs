@@ -1,13 +1,13 @@
 //! Operations: graceful drain, CloudWatch `ActiveConnections` and `MemoryPressure` (against
 //! moto's real AWS API emulator, and as EMF lines), and the metrics catalogue.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Daemon, free_port, http_get, render, text_update};
+use common::{Daemon, bin, free_port, http_get, render, text_update};
 use zedi_sync::protocol::{Message, SyncMessage};
 
 fn signal(pid: u32, sig: &str) {
@@ -17,7 +17,7 @@ fn signal(pid: u32, sig: &str) {
 /// Spawns the daemon with stdout piped (EMF lines go there); returns the child and its port.
 fn spawn_piped(data: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, u16) {
     let port = free_port();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.env("PORT", port.to_string())
         .env("ZEDI__SERVER__HOST", "127.0.0.1")
         .env("ZEDI__STORE__PATH", data.join("zedi-sync.db"))
@@ -398,8 +398,7 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
 /// exists, so the catalogue cannot drift from the code.
 #[test]
 fn the_metrics_catalogue_matches_what_the_daemon_exposes() {
-    let catalogue =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let catalogue = std::fs::read_to_string(common::repo_path("docs/metrics.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     let exposed: std::collections::BTreeSet<String> = daemon
