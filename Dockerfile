@@ -35,7 +35,7 @@ RUN mkdir -p src benches crates/zedi-protocol/src crates/zedi-bench/src \
     && touch src/lib.rs crates/zedi-protocol/src/lib.rs \
     && echo 'fn main() {}' > benches/hot_paths.rs \
     && echo 'fn main() {}' > crates/zedi-bench/src/main.rs \
-    && cargo build --release --locked -p zedi-sync --bin zedi-sync \
+    && cargo build --release --locked --bin zedi-sync \
     && rm -rf src benches crates/zedi-protocol/src crates/zedi-bench/src
 
 # 2. The crates themselves. COPY keeps the build context's file times, which can be older than
@@ -45,7 +45,7 @@ COPY crates ./crates
 COPY src ./src
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs crates/zedi-protocol/src/lib.rs \
-    && cargo build --release --locked -p zedi-sync --bin zedi-sync \
+    && cargo build --release --locked --bin zedi-sync \
     && strip --strip-debug target/release/zedi-sync \
     && install -m 0755 target/release/zedi-sync /usr/local/bin/zedi-sync \
     && /usr/local/bin/zedi-sync check-config > /dev/null
