@@ -367,18 +367,11 @@ impl Metrics {
         for kind in PROTOCOL_ERROR_KINDS {
             self.protocol_errors_total.with_label_values(&[kind]);
         }
-        for reason in [
-            "normal",
-            "message_too_big",
-            "reset_connection",
-            "unauthorized",
-            "forbidden",
-            "timeout",
-            "other",
-            "document",
-        ] {
-            self.closes_total.with_label_values(&[reason]);
+        for code in crate::protocol::CloseCode::ALL {
+            self.closes_total.with_label_values(&[code.label()]);
         }
+        // One document closed (CLOSE), the socket kept.
+        self.closes_total.with_label_values(&["document"]);
         for result in AUTH_RESULTS {
             self.auth_results_total.with_label_values(&[result]);
         }

@@ -38,6 +38,7 @@ use tokio::net::TcpStream;
 use crate::budget::{AbortReason, Holder, Pressure, SocketMeter};
 use crate::http::AppState;
 use crate::limits::{ConnectionSlot, Refused, client_ip};
+use crate::protocol::CloseCode;
 use crate::session::SessionActor;
 
 /// Bytes read from the socket per system call, into a buffer of the worker thread's (one per
@@ -363,7 +364,10 @@ impl Future for Pump {
                 // frame boundary (a client that reads will reconnect on 4205). Then the
                 // connection is dropped, unread input and all.
                 if unsent.is_empty() || !this.started_writing {
-                    let _ = io.try_write(&close_frame(4205, reason.close_reason()));
+                    let _ = io.try_write(&close_frame(
+                        CloseCode::ResetConnection,
+                        reason.close_reason(),
+                    ));
                 }
                 drop(io);
             }
@@ -373,12 +377,12 @@ impl Future for Pump {
 }
 
 /// A server-to-client (unmasked) WebSocket Close frame.
-fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+fn close_frame(code: CloseCode, reason: &str) -> Vec<u8> {
     let reason = &reason.as_bytes()[..reason.len().min(123)];
     let mut frame = Vec::with_capacity(4 + reason.len());
     frame.push(0x88);
     frame.push((2 + reason.len()) as u8);
-    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(&code.code().to_be_bytes());
     frame.extend_from_slice(reason);
     frame
 }

@@ -17,6 +17,7 @@ use crate::cluster::relay::RelayKind;
 use crate::cluster::{Cluster, DropLease};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
+use crate::protocol::CloseCode;
 use crate::protocol::{Message, SyncMessage};
 use crate::registry::Registry;
 use crate::session::{CloseSocket, SessionActor, UpdateRefused};
@@ -294,7 +295,7 @@ impl DocumentActor {
         if let Some(key) = key {
             if let Some(conn) = self.conns.get(key) {
                 conn.session.do_send(CloseSocket {
-                    code: 4205,
+                    code: CloseCode::ResetConnection,
                     reason: "internal error".into(),
                 });
             }
@@ -327,7 +328,7 @@ impl DocumentActor {
                 self.send_to(&key, &Message::SyncStatus(false));
                 if let Some(conn) = self.conns.get(&key) {
                     conn.session.do_send(CloseSocket {
-                        code: 4205,
+                        code: CloseCode::ResetConnection,
                         reason: "store overloaded; reconnect later".into(),
                     });
                 }
@@ -395,7 +396,7 @@ impl DocumentActor {
     pub(super) fn close_all(&mut self, reason: &str) {
         for conn in self.conns.values() {
             conn.session.do_send(CloseSocket {
-                code: 4205,
+                code: CloseCode::ResetConnection,
                 reason: reason.to_string(),
             });
         }

@@ -10,6 +10,7 @@ use super::ConnKey;
 use super::actor::{DocumentActor, now_ms};
 use crate::awareness::{AwarenessError, Owner};
 use crate::cluster::relay::RelayKind;
+use crate::protocol::CloseCode;
 use crate::protocol::Message;
 use crate::session::{CloseSocket, UpdateRefused};
 
@@ -42,7 +43,7 @@ impl DocumentActor {
         } else {
             tracing::warn!(document = %self.name, session = key.session, %error, "closing connection after bad awareness");
             conn.session.do_send(CloseSocket {
-                code: 4205,
+                code: CloseCode::ResetConnection,
                 reason: error.to_string(),
             });
         }

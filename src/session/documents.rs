@@ -19,6 +19,7 @@ use super::{Grant, Queued, SessionActor, Slot};
 use crate::auth::{Access, Decision};
 use crate::budget::Holder;
 use crate::document::{ConnKey, DocumentActor, FromSession, Join, JoinError, Leave, SetAccess};
+use crate::protocol::CloseCode;
 use crate::protocol::{AuthMessage, Message, SCOPE_READ_ONLY, SCOPE_READ_WRITE, document_name};
 use crate::registry::Open;
 
@@ -86,7 +87,7 @@ impl SessionActor {
                     return self.protocol_error(
                         ctx,
                         "preauth_limit",
-                        4205,
+                        CloseCode::ResetConnection,
                         "too many documents waiting for authentication",
                     );
                 }
@@ -110,7 +111,7 @@ impl SessionActor {
             return self.protocol_error(
                 ctx,
                 "preauth_limit",
-                4205,
+                CloseCode::ResetConnection,
                 "too much data before authentication from this address",
             );
         }
@@ -120,7 +121,7 @@ impl SessionActor {
             self.protocol_error(
                 ctx,
                 "preauth_limit",
-                4205,
+                CloseCode::ResetConnection,
                 "too much data before authentication",
             );
         }
@@ -152,7 +153,7 @@ impl SessionActor {
                     return self.protocol_error(
                         ctx,
                         "preauth_limit",
-                        4205,
+                        CloseCode::ResetConnection,
                         "too many documents waiting for authentication",
                     );
                 }

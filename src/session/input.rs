@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{MAX_RATE_DEBT_BURSTS, Queued, SessionActor};
 use crate::budget::Holder;
 use crate::document::SessionInput;
+use crate::protocol::CloseCode;
 use crate::protocol::{
     self, AuthMessage, FrameError, Message, PONG_FRAME, Packet, SyncMessage, document_name,
 };
@@ -35,7 +36,12 @@ impl SessionActor {
             });
         match waits {
             Err(_) => {
-                return self.protocol_error(ctx, "rate_limited", 4205, "rate limit exceeded");
+                return self.protocol_error(
+                    ctx,
+                    "rate_limited",
+                    CloseCode::ResetConnection,
+                    "rate limit exceeded",
+                );
             }
             Ok(wait) if !wait.is_zero() => {
                 self.shared.metrics.protocol_error("rate_throttled");
@@ -52,8 +58,10 @@ impl SessionActor {
             Ok(packet) => packet,
             Err(e) => {
                 let code = match e {
-                    FrameError::UnknownType(_) | FrameError::AddressedPing => 4205,
-                    _ => 4401,
+                    FrameError::UnknownType(_) | FrameError::AddressedPing => {
+                        CloseCode::ResetConnection
+                    }
+                    _ => CloseCode::Unauthorized,
                 };
                 return self.protocol_error(ctx, e.kind(), code, &e.to_string());
             }
@@ -76,17 +84,27 @@ impl SessionActor {
         if address.len() > self.shared.limits.max_address_bytes {
             // Every frame for the document repeats the address, and the server keeps it per
             // attachment: a long session id part would multiply memory and broadcast bytes.
-            return self.protocol_error(ctx, "invalid_address", 4205, "address too long");
+            return self.protocol_error(
+                ctx,
+                "invalid_address",
+                CloseCode::ResetConnection,
+                "address too long",
+            );
         }
         let name = document_name(address);
         if name.is_empty() {
-            return self.protocol_error(ctx, "invalid_document_name", 4205, "empty document name");
+            return self.protocol_error(
+                ctx,
+                "invalid_document_name",
+                CloseCode::ResetConnection,
+                "empty document name",
+            );
         }
         if name.chars().any(char::is_control) {
             return self.protocol_error(
                 ctx,
                 "invalid_document_name",
-                4205,
+                CloseCode::ResetConnection,
                 "control characters in document name",
             );
         }
@@ -94,7 +112,7 @@ impl SessionActor {
             return self.protocol_error(
                 ctx,
                 "invalid_document_name",
-                4205,
+                CloseCode::ResetConnection,
                 "document name too long",
             );
         }
@@ -175,7 +193,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
         let message = match item {
             Ok(message) => message,
             Err(ws::ProtocolError::Overflow) => {
-                return self.protocol_error(ctx, "frame_too_large", 1009, "message too big");
+                return self.protocol_error(
+                    ctx,
+                    "frame_too_large",
+                    CloseCode::MessageTooBig,
+                    "message too big",
+                );
             }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close handshake (tab closed, network lost).
@@ -185,7 +208,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
                 return;
             }
             Err(e) => {
-                return self.protocol_error(ctx, "websocket_protocol", 1002, &e.to_string());
+                return self.protocol_error(
+                    ctx,
+                    "websocket_protocol",
+                    CloseCode::ProtocolError,
+                    &e.to_string(),
+                );
             }
         };
         match message {
@@ -195,7 +223,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             ws::Message::Text(_) => self.protocol_error(
                 ctx,
                 "text_frame",
-                4401,
+                CloseCode::Unauthorized,
                 "text frames are not part of the protocol",
             ),
             ws::Message::Close(reason) => {
@@ -228,7 +256,7 @@ impl SessionActor {
                 return self.protocol_error(
                     ctx,
                     "text_frame",
-                    4401,
+                    CloseCode::Unauthorized,
                     "text frames are not part of the protocol",
                 );
             }
@@ -239,12 +267,17 @@ impl SessionActor {
             return self.protocol_error(
                 ctx,
                 "websocket_protocol",
-                1002,
+                CloseCode::ProtocolError,
                 "continuation without a first frame",
             );
         };
         if buffer.len() + chunk.len() > limit {
-            return self.protocol_error(ctx, "frame_too_large", 1009, "message too big");
+            return self.protocol_error(
+                ctx,
+                "frame_too_large",
+                CloseCode::MessageTooBig,
+                "message too big",
+            );
         }
         buffer.extend_from_slice(&chunk);
         if last && let Some(whole) = self.fragments.take() {

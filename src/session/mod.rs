@@ -25,6 +25,7 @@ use crate::config::Limits;
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
 use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::metrics::Metrics;
+use crate::protocol::CloseCode;
 use crate::protocol::{self, Message, MessageType, PING_FRAME};
 use crate::registry::Registry;
 /// WebSocket close reasons are limited to 123 bytes by RFC 6455.
@@ -56,7 +57,7 @@ pub struct Outbound {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct CloseSocket {
-    pub code: u16,
+    pub code: CloseCode,
     pub reason: String,
 }
 
@@ -208,7 +209,12 @@ impl SessionActor {
         ctx.binary(frame);
     }
 
-    fn close_socket(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+    fn close_socket(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: CloseCode,
+        reason: &str,
+    ) {
         if self.closing {
             return;
         }
@@ -216,10 +222,10 @@ impl SessionActor {
         self.shared
             .metrics
             .closes_total
-            .with_label_values(&[close_label(code)])
+            .with_label_values(&[code.label()])
             .inc();
         ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code),
+            code: ws::CloseCode::from(code.code()),
             description: Some(truncate_reason(reason)),
         }));
         // Without stop() the actor lingers and server shutdown waits for it.
@@ -231,14 +237,14 @@ impl SessionActor {
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         kind: &'static str,
-        code: u16,
+        code: CloseCode,
         reason: &str,
     ) {
         self.shared.metrics.protocol_error(kind);
         tracing::warn!(
             session = self.id,
             kind,
-            code,
+            code = code.code(),
             reason,
             "closing connection after bad input"
         );
@@ -264,7 +270,7 @@ impl SessionActor {
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.last_seen.elapsed() >= self.shared.idle_timeout {
             tracing::info!(session = self.id, "closing idle connection");
-            return self.close_socket(ctx, 4408, "connection timeout");
+            return self.close_socket(ctx, CloseCode::ConnectionTimeout, "connection timeout");
         }
         // Pongs keep a socket alive, not a document: one that authenticates nothing would
         // otherwise hold its place (and what it queued) for ever.
@@ -277,25 +283,13 @@ impl SessionActor {
                 session = self.id,
                 "closing a connection without an authenticated document"
             );
-            return self.close_socket(ctx, 4408, "authentication timeout");
+            return self.close_socket(ctx, CloseCode::ConnectionTimeout, "authentication timeout");
         }
         ctx.ping(b"");
         if self.speaks_v4_ping {
             self.shared.metrics.message("out", "ping");
             ctx.binary(Bytes::from_static(&PING_FRAME));
         }
-    }
-}
-
-fn close_label(code: u16) -> &'static str {
-    match code {
-        1000 => "normal",
-        1009 => "message_too_big",
-        4205 => "reset_connection",
-        4401 => "unauthorized",
-        4403 => "forbidden",
-        4408 => "timeout",
-        _ => "other",
     }
 }
 

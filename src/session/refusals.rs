@@ -4,6 +4,7 @@
 //! The count lives in the session because it is about the peer, not about one document: an
 //! attacker that reopens a document (or opens another) after each refusal still runs out.
 
+use crate::protocol::CloseCode;
 use actix::prelude::*;
 use actix_web_actors::ws;
 
@@ -27,7 +28,12 @@ impl Handler<UpdateRefused> for SessionActor {
         }
         self.refused_updates = self.refused_updates.saturating_add(1);
         if self.refused_updates >= self.shared.limits.max_refused_updates {
-            return self.protocol_error(ctx, "repeated_invalid_updates", 4205, &msg.reason);
+            return self.protocol_error(
+                ctx,
+                "repeated_invalid_updates",
+                CloseCode::ResetConnection,
+                &msg.reason,
+            );
         }
         self.close_document(ctx, &msg.address, &msg.reason);
     }

@@ -6,6 +6,7 @@
 //! tick serves an eighth of the sessions, so every session still hears from it once per
 //! interval, and the pings of 20,000 sockets do not all leave in the same millisecond.
 
+use crate::protocol::CloseCode;
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ thread_local! {
 fn shutting_down() -> CloseSocket {
     // 4205: the provider reconnects (through the ALB, to another task) and resyncs.
     CloseSocket {
-        code: 4205,
+        code: CloseCode::ResetConnection,
         reason: "server shutting down".into(),
     }
 }
