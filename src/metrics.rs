@@ -1,6 +1,7 @@
 //! Prometheus metrics. One registry per process, passed explicitly (no globals), so every
 //! metric is visible where it is counted. Labels are small closed sets: never a document name.
 
+use crate::protocol::MessageType;
 use std::sync::Arc;
 
 use prometheus::{
@@ -65,6 +66,41 @@ const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0,
 ];
 
+/// Which way a frame went: the `direction` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In = 0,
+    Out = 1,
+}
+
+impl Direction {
+    const ALL: [Direction; 2] = [Direction::In, Direction::Out];
+
+    fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// `messages_total` and `bytes_total`, every series resolved once.
+struct Traffic {
+    messages: [[IntCounter; MessageType::ALL.len()]; 2],
+    bytes: [IntCounter; 2],
+}
+
+impl Traffic {
+    fn resolve(messages: &IntCounterVec, bytes: &IntCounterVec) -> Self {
+        Traffic {
+            messages: Direction::ALL.map(|d| {
+                MessageType::ALL.map(|t| messages.with_label_values(&[d.label(), t.as_str()]))
+            }),
+            bytes: Direction::ALL.map(|d| bytes.with_label_values(&[d.label()])),
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_open: IntGauge,
@@ -72,10 +108,9 @@ pub struct Metrics {
     pub documents_open: IntGauge,
     pub documents_loaded_total: IntCounter,
     pub documents_unloaded_total: IntCounter,
-    /// labels: direction (in|out), type (message type name)
-    pub messages_total: IntCounterVec,
-    /// labels: direction (in|out)
-    pub bytes_total: IntCounterVec,
+    /// `messages_total{direction, type}` and `bytes_total{direction}`, each series looked up
+    /// once here: a label lookup is a hash and a lock, and every frame in and out counts twice.
+    traffic: Traffic,
     pub update_apply_seconds: Histogram,
     /// labels: op (load|append|compact|fence)
     pub store_seconds: HistogramVec,
@@ -170,24 +205,26 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(store_seconds.clone()))
             .expect("unique metric name");
+        let messages_total = counter_vec(
+            &r,
+            "messages_total",
+            "Hocuspocus messages by direction and type.",
+            &["direction", "type"],
+        );
+        let bytes_total = counter_vec(
+            &r,
+            "bytes_total",
+            "WebSocket payload bytes by direction.",
+            &["direction"],
+        );
+        let traffic = Traffic::resolve(&messages_total, &bytes_total);
         let metrics = Arc::new(Metrics {
+            traffic,
             connections_open: gauge(&r, "connections_open", "Open WebSocket connections."),
             connections_total: counter(&r, "connections_total", "WebSocket connections accepted."),
             documents_open: gauge(&r, "documents_open", "Documents loaded on this node."),
             documents_loaded_total: counter(&r, "documents_loaded_total", "Document loads."),
             documents_unloaded_total: counter(&r, "documents_unloaded_total", "Document unloads."),
-            messages_total: counter_vec(
-                &r,
-                "messages_total",
-                "Hocuspocus messages by direction and type.",
-                &["direction", "type"],
-            ),
-            bytes_total: counter_vec(
-                &r,
-                "bytes_total",
-                "WebSocket payload bytes by direction.",
-                &["direction"],
-            ),
             update_apply_seconds: histogram(
                 &r,
                 "update_apply_seconds",
@@ -339,25 +376,6 @@ impl Metrics {
     /// Creates every series of the bounded label sets at 0, so dashboards and alerts (`rate()`,
     /// `absent()`) see them before the first event.
     fn initialise_series(&self) {
-        const TYPES: &[&str] = &[
-            "sync",
-            "awareness",
-            "auth",
-            "query_awareness",
-            "sync_reply",
-            "stateless",
-            "broadcast_stateless",
-            "close",
-            "sync_status",
-            "ping",
-            "pong",
-        ];
-        for direction in ["in", "out"] {
-            self.bytes_total.with_label_values(&[direction]);
-            for ty in TYPES {
-                self.messages_total.with_label_values(&[direction, ty]);
-            }
-        }
         for op in ["load", "append", "compact"] {
             self.store_seconds.with_label_values(&[op]);
             for kind in ["backend", "fenced", "corrupt"] {
@@ -393,10 +411,20 @@ impl Metrics {
         }
     }
 
-    pub fn message(&self, direction: &'static str, ty: &'static str) {
-        self.messages_total
-            .with_label_values(&[direction, ty])
-            .inc();
+    /// One frame of `ty`, `bytes` long on the wire, in or out.
+    pub fn frame(&self, direction: Direction, ty: MessageType, bytes: usize) {
+        self.traffic.messages[direction as usize][ty as usize].inc();
+        self.traffic.bytes[direction as usize].inc_by(bytes as u64);
+    }
+
+    /// One message of `ty` whose bytes are counted elsewhere (`frame` with 0 bytes).
+    pub fn message(&self, direction: Direction, ty: MessageType) {
+        self.traffic.messages[direction as usize][ty as usize].inc();
+    }
+
+    /// Bytes in or out not tied to one message type (a whole received frame before decoding).
+    pub fn bytes(&self, direction: Direction, bytes: usize) {
+        self.traffic.bytes[direction as usize].inc_by(bytes as u64);
     }
 
     pub fn protocol_error(&self, kind: &'static str) {

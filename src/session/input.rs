@@ -12,9 +12,11 @@ use bytes::Bytes;
 use super::{MAX_RATE_DEBT_BURSTS, Queued, SessionActor};
 use crate::budget::Holder;
 use crate::document::SessionInput;
+use crate::metrics::Direction;
 use crate::protocol::CloseCode;
 use crate::protocol::{
-    self, AuthMessage, FrameError, Message, PONG_FRAME, Packet, SyncMessage, document_name,
+    self, AuthMessage, FrameError, Message, MessageType, PONG_FRAME, Packet, SyncMessage,
+    document_name,
 };
 
 impl SessionActor {
@@ -49,11 +51,7 @@ impl SessionActor {
             }
             Ok(_) => {}
         }
-        self.shared
-            .metrics
-            .bytes_total
-            .with_label_values(&["in"])
-            .inc_by(frame.len() as u64);
+        self.shared.metrics.bytes(Direction::In, frame.len());
         let packet = match protocol::decode(&frame) {
             Ok(packet) => packet,
             Err(e) => {
@@ -68,19 +66,23 @@ impl SessionActor {
         };
         let (address, message) = match packet {
             Packet::Ping => {
-                self.shared.metrics.message("in", "ping");
+                self.shared
+                    .metrics
+                    .message(Direction::In, MessageType::Ping);
                 ctx.binary(Bytes::from_static(&PONG_FRAME));
                 return;
             }
             Packet::Pong => {
-                self.shared.metrics.message("in", "pong");
+                self.shared
+                    .metrics
+                    .message(Direction::In, MessageType::Pong);
                 return;
             }
             Packet::Message { address, message } => (address, message),
         };
         self.shared
             .metrics
-            .message("in", message.message_type().as_str());
+            .message(Direction::In, message.message_type());
         if address.len() > self.shared.limits.max_address_bytes {
             // Every frame for the document repeats the address, and the server keeps it per
             // attachment: a long session id part would multiply memory and broadcast bytes.

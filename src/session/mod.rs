@@ -24,6 +24,7 @@ use crate::budget::{Holder, OutboundCharge, SocketMeter};
 use crate::config::Limits;
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
 use crate::limits::{ConnectionSlot, TokenBucket};
+use crate::metrics::Direction;
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 use crate::protocol::{self, Message, MessageType, PING_FRAME};
@@ -200,12 +201,7 @@ impl SessionActor {
         let frame = protocol::encode(address, message);
         self.shared
             .metrics
-            .message("out", message.message_type().as_str());
-        self.shared
-            .metrics
-            .bytes_total
-            .with_label_values(&["out"])
-            .inc_by(frame.len() as u64);
+            .frame(Direction::Out, message.message_type(), frame.len());
         ctx.binary(frame);
     }
 
@@ -287,7 +283,9 @@ impl SessionActor {
         }
         ctx.ping(b"");
         if self.speaks_v4_ping {
-            self.shared.metrics.message("out", "ping");
+            self.shared
+                .metrics
+                .message(Direction::Out, MessageType::Ping);
             ctx.binary(Bytes::from_static(&PING_FRAME));
         }
     }
@@ -332,12 +330,9 @@ impl Handler<Outbound> for SessionActor {
         if self.closing {
             return;
         }
-        self.shared.metrics.message("out", msg.ty.as_str());
         self.shared
             .metrics
-            .bytes_total
-            .with_label_values(&["out"])
-            .inc_by(msg.frame.len() as u64);
+            .frame(Direction::Out, msg.ty, msg.frame.len());
         ctx.binary(msg.frame);
         // The context holds the bytes now; the write task charges them until written.
         drop(msg.charge);

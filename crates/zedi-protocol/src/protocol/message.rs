@@ -26,6 +26,21 @@ pub enum MessageType {
 }
 
 impl MessageType {
+    /// Every type, in wire order (`ALL[t as usize] == t`).
+    pub const ALL: [MessageType; 11] = [
+        Self::Sync,
+        Self::Awareness,
+        Self::Auth,
+        Self::QueryAwareness,
+        Self::SyncReply,
+        Self::Stateless,
+        Self::BroadcastStateless,
+        Self::Close,
+        Self::SyncStatus,
+        Self::Ping,
+        Self::Pong,
+    ];
+
     pub fn from_u64(value: u64) -> Option<Self> {
         Some(match value {
             0 => Self::Sync,
