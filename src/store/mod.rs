@@ -10,7 +10,7 @@
 //!
 //! The fold happens *inside* the store transaction from what the store holds, not from a
 //! caller's in-memory copy, so compaction can never delete a logged update it did not include
-//! (other nodes append to the same log once clustering lands).
+//! (in a cluster, other nodes append to the same log meanwhile).
 
 mod fold;
 mod memory;

@@ -1,4 +1,4 @@
-//! Scenario `attack`: the memory attacks of issue 14, all at once, against one daemon, while an
+//! Scenario `attack`: every known way for clients to make the server hold memory, all at once, against one daemon, while an
 //! honest editor keeps typing. Reports the daemon's peak RSS (sampled from /proc every 250 ms,
 //! and VmHWM), the budget's fill as its /metrics said, what was shed, and how the honest editor
 //! fared (acknowledged keystrokes, latency, disconnects).

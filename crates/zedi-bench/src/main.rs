@@ -44,7 +44,8 @@ enum Scenario {
     /// Server RSS before, with D documents of --doc-kib loaded, and each second for --settle s
     /// after they unloaded (needs --server-pid).
     Churn,
-    /// The memory attacks of issue 14 at once for --seconds while an honest editor types:
+    /// Every memory attack at once (stuck readers, pre-auth floods, long session ids,
+    /// unfinished frames, huge awareness, churn) for --seconds while an honest editor types:
     /// peak RSS, budget fill, sheds, the editor's acks (needs --server-pid).
     Attack,
 }
