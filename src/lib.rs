@@ -13,6 +13,7 @@
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
 pub mod auth;
+pub mod backoff;
 pub mod budget;
 pub mod cloudwatch;
 pub mod cluster;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::budget::{Charge, Holder, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::store::{AppendItem, Store, StoreError};
@@ -207,7 +208,10 @@ impl Writer {
     /// Retries with exponential backoff until the batch is committed. Giving up would lose
     /// updates that were already applied and broadcast, so it never does while the process lives.
     async fn write_until_durable(&self, items: &[AppendItem]) {
-        let mut delay = self.config.retry_initial;
+        let mut backoff = Backoff::new(BackoffPolicy::new(
+            self.config.retry_initial,
+            self.config.retry_max,
+        ));
         loop {
             let started = Instant::now();
             match self.store.append(items).await {
@@ -229,11 +233,10 @@ impl Writer {
                         store = self.store.kind(),
                         %error,
                         updates = items.len(),
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = backoff.delay().as_millis() as u64,
                         "store append failed; retrying"
                     );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.config.retry_max);
+                    backoff.wait().await;
                 }
             }
         }

@@ -10,6 +10,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{App, web};
 
 use crate::auth::Authorizer;
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::budget::MemoryBudget;
 use crate::cloudwatch::CloudWatchActor;
 use crate::config::{AuthMode, Settings, StoreKind};
@@ -285,17 +286,19 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> 
             };
             let deadline =
                 tokio::time::Instant::now() + Duration::from_millis(s.startup_timeout_ms);
-            let mut delay = Duration::from_millis(200);
+            let mut backoff = Backoff::new(BackoffPolicy::new(
+                Duration::from_millis(200),
+                Duration::from_secs(5),
+            ));
             loop {
                 match PgStore::connect(&options).await {
                     Ok(store) => {
                         tracing::info!("using the PostgreSQL store; schema is current");
                         return Ok(Arc::new(store));
                     }
-                    Err(error) if tokio::time::Instant::now() + delay < deadline => {
-                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL not ready");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
+                    Err(error) if tokio::time::Instant::now() + backoff.delay() < deadline => {
+                        tracing::warn!(%error, retry_in_ms = backoff.delay().as_millis() as u64, "PostgreSQL not ready");
+                        backoff.wait().await;
                     }
                     Err(error) => return Err(error.into()),
                 }

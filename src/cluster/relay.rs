@@ -20,7 +20,13 @@ use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
 
 use super::keys::Keys;
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::metrics::Metrics;
+
+/// Retries while Redis does not answer: quick at first (a failover takes seconds), at most 2 s
+/// apart so that relaying resumes soon after it is back.
+const REDIS_RETRY: BackoffPolicy =
+    BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// What an entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +172,7 @@ async fn publish_loop(
                 Err(_) => break,
             }
         }
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(REDIS_RETRY);
         loop {
             let mut pipe = redis::pipe();
             for req in &batch {
@@ -212,8 +218,7 @@ async fn publish_loop(
                         .redis_errors_total
                         .with_label_values(&["publish"])
                         .inc();
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
             }
         }
@@ -327,7 +332,7 @@ async fn read_loop(
     // A dedicated connection: a blocking XREAD would stall every command multiplexed with it.
     let mut conn: Option<deadpool_redis::Connection> = None;
     let mut outage = false;
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(REDIS_RETRY);
     loop {
         // Apply subscription changes; with nothing to read, sleep until there is.
         loop {
@@ -380,8 +385,7 @@ async fn read_loop(
                         .redis_errors_total
                         .with_label_values(&["read"])
                         .inc();
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                     continue;
                 }
             }
@@ -402,7 +406,7 @@ async fn read_loop(
         }
         match cmd.query_async::<Option<StreamReadReply>>(c).await {
             Ok(reply) => {
-                delay = Duration::from_millis(50);
+                backoff.reset();
                 if !health.reader_ok.swap(true, Ordering::Relaxed) {
                     tracing::info!("relay reader reconnected");
                 }
@@ -465,8 +469,7 @@ async fn read_loop(
                     .inc();
                 outage = true;
                 conn = None;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }

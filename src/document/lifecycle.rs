@@ -7,11 +7,16 @@ use actix::prelude::*;
 
 use super::DocumentState;
 use super::actor::{DocumentActor, Phase, now_ms};
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cluster::WantLease;
 use crate::cluster::relay::stream_tip;
 use crate::protocol::Message;
 use crate::registry::Unregister;
 use crate::store::StoreError;
+
+/// Retries of a document load while the store is unreachable, within `documents.load_timeout_ms`.
+const LOAD_RETRY: BackoffPolicy =
+    BackoffPolicy::new(Duration::from_millis(100), Duration::from_secs(2));
 
 impl DocumentActor {
     /// Loads the document from the store. `wait` holds the mailbox until it is loaded, so no
@@ -35,7 +40,7 @@ impl DocumentActor {
                 };
                 // A store that is restarting gets a few seconds before the open fails.
                 let deadline = Instant::now() + load_timeout;
-                let mut delay = Duration::from_millis(100);
+                let mut backoff = Backoff::new(LOAD_RETRY);
                 let result = loop {
                     let started = Instant::now();
                     let stored = store.load(&name).await;
@@ -49,11 +54,10 @@ impl DocumentActor {
                     };
                     match result {
                         // Only a backend failure can heal by waiting; corrupt data will not.
-                        Err(error @ StoreError::Backend(_)) if Instant::now() + delay < deadline => {
+                        Err(error @ StoreError::Backend(_)) if Instant::now() + backoff.delay() < deadline => {
                             metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
                             tracing::warn!(document = %name, %error, "load failed; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(2));
+                            backoff.wait().await;
                         }
                         other => break other,
                     }
