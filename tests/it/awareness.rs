@@ -3,11 +3,11 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Client, Daemon, Received};
-use zedi_sync::awareness::{decode_update, encode_update};
-use zedi_sync::protocol::{self, Message, Packet};
+use common::{Client, Daemon};
+use zedi_sync::awareness::encode_update;
+use zedi_sync::protocol::Message;
 
 const DOC: &str = "presence";
 const VICTIM: u64 = 1001;
@@ -18,48 +18,13 @@ fn awareness(entries: &[(u64, u64, &str)]) -> Vec<u8> {
     encode_update(entries)
 }
 
-/// The `(client, clock, state)` entries of an awareness frame on `DOC`, if it is one.
-fn entries_of(frame: &[u8]) -> Option<Vec<(u64, u64, String)>> {
-    match protocol::decode(frame) {
-        Ok(Packet::Message {
-            address,
-            message: Message::Awareness(payload),
-        }) if address == DOC => Some(
-            decode_update(payload)
-                .expect("the daemon's awareness decodes")
-                .into_iter()
-                .map(|e| (e.client_id, e.clock, e.state.to_string()))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-/// Reads frames until an awareness frame matches `pred` (bounded); every awareness frame seen
-/// on the way is returned too, so the caller can check what else was broadcast.
+/// Awareness frames on `DOC` until one matches `pred`, and all seen on the way.
 fn await_awareness(
     client: &mut Client,
     what: &str,
     pred: impl Fn(&[(u64, u64, String)]) -> bool,
 ) -> Vec<Vec<(u64, u64, String)>> {
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match client.recv(Duration::from_millis(200)) {
-            Received::Frame(f) => {
-                if let Some(entries) = entries_of(&f) {
-                    let done = pred(&entries);
-                    seen.push(entries);
-                    if done {
-                        return seen;
-                    }
-                }
-            }
-            Received::Closed(c) => panic!("closed while waiting for {what}: {c:?}"),
-            Received::TimedOut => {}
-        }
-    }
-    panic!("timed out waiting for {what}; saw {seen:?}");
+    common::awareness::await_awareness(client, DOC, what, pred)
 }
 
 /// The daemon's live awareness states, as QueryAwareness answers them.

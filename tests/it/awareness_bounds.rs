@@ -7,8 +7,8 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Daemon, Received, text_update};
-use zedi_sync::awareness::{decode_update_with, encode_update};
+use common::{Client, Daemon, text_update};
+use zedi_sync::awareness::encode_update;
 use zedi_sync::protocol::{self, Message, Packet, SyncMessage};
 
 const DOC: &str = "bounded-presence";
@@ -20,54 +20,23 @@ fn awareness(entries: &[(u64, u64, &str)]) -> Vec<u8> {
     encode_update(entries)
 }
 
-/// The `(client, clock)` pairs of an awareness frame on `DOC`, if it is one. Decoded without
-/// the bounds, so that an oversized state the daemon relayed by mistake is seen as such.
-fn entries_of(frame: &[u8]) -> Option<Vec<(u64, u64)>> {
-    let unbounded = zedi_sync::awareness::AwarenessLimits {
-        max_state_bytes: usize::MAX,
-        max_depth: u32::MAX,
-        max_clients_per_connection: usize::MAX,
-    };
-    match protocol::decode(frame) {
-        Ok(Packet::Message {
-            address,
-            message: Message::Awareness(payload),
-        }) if address == DOC => Some(
-            decode_update_with(payload, &unbounded)
-                .expect("the daemon's awareness decodes")
-                .into_iter()
-                .map(|e| (e.client_id, e.clock))
-                .collect(),
-        ),
-        _ => None,
-    }
+/// The `(client, clock)` pairs of awareness entries.
+fn ids(entries: &[(u64, u64, String)]) -> Vec<(u64, u64)> {
+    entries.iter().map(|(id, clock, _)| (*id, *clock)).collect()
 }
 
-/// Reads frames until an awareness frame on `DOC` matches `pred` (bounded); returns every
-/// awareness frame seen on the way, so the caller can check nothing else was broadcast.
+/// Awareness frames on `DOC` until one matches `pred`, and all seen on the way, as
+/// `(client, clock)` pairs (decoded without the bounds: an oversized state relayed by mistake
+/// would be seen).
 fn await_awareness(
     client: &mut Client,
     what: &str,
     pred: impl Fn(&[(u64, u64)]) -> bool,
 ) -> Vec<Vec<(u64, u64)>> {
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match client.recv(Duration::from_millis(200)) {
-            Received::Frame(f) => {
-                if let Some(entries) = entries_of(&f) {
-                    let done = pred(&entries);
-                    seen.push(entries);
-                    if done {
-                        return seen;
-                    }
-                }
-            }
-            Received::Closed(c) => panic!("closed while waiting for {what}: {c:?}"),
-            Received::TimedOut => {}
-        }
-    }
-    panic!("timed out waiting for {what}; saw {seen:?}");
+    common::awareness::await_awareness(client, DOC, what, |e| pred(&ids(e)))
+        .iter()
+        .map(|e| ids(e))
+        .collect()
 }
 
 /// Waits for the daemon's CLOSE of `DOC`; returns its reason.

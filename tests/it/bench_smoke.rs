@@ -9,20 +9,10 @@ use std::process::Command;
 
 use common::Daemon;
 
-/// The load generator is a crate of its own (`crates/zedi-bench`), so cargo does not hand this
-/// test its path: `ZEDI_BENCH_BIN` (set by scripts/test.sh from cargo's own report), else the
-/// daemon's directory, where cargo puts every binary of the workspace for one profile.
+/// The load generator, a crate of its own (`crates/zedi-bench`): `ZEDI_BENCH_BIN` or beside
+/// the daemon.
 fn bench_bin() -> PathBuf {
-    let bin = std::env::var_os("ZEDI_BENCH_BIN").map_or_else(
-        || common::bin().with_file_name(format!("zedi-bench{}", std::env::consts::EXE_SUFFIX)),
-        PathBuf::from,
-    );
-    assert!(
-        bin.exists(),
-        "{} missing: build the workspace (cargo build --workspace) or set ZEDI_BENCH_BIN",
-        bin.display()
-    );
-    bin
+    common::workspace_bin("zedi-bench", "ZEDI_BENCH_BIN")
 }
 
 fn run_bench(daemon: &Daemon, out: &std::path::Path, args: &[&str]) {

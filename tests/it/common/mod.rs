@@ -1,6 +1,7 @@
 //! Test harness: runs the real `zedi-sync` binary on a free loopback port and talks to it
 //! over real sockets. Every process is killed on drop; every wait is bounded.
 
+pub mod awareness;
 pub mod pg;
 pub mod redis;
 
@@ -13,32 +14,35 @@ use std::time::{Duration, Instant};
 use tungstenite::{Message as WsMessage, WebSocket, stream::MaybeTlsStream};
 use zedi_sync::protocol::{self, AuthMessage, Message, Packet, SyncMessage};
 
-/// The daemon under test. This crate is not the daemon's package, so cargo does not hand it the
-/// path: `ZEDI_BIN` (scripts/test.sh sets it from cargo's own report), else the directory above
-/// this test executable's (`deps/`), where cargo puts every binary of the workspace for one
-/// profile (`cargo nextest run` at the root builds them all first).
+/// The daemon under test (`ZEDI_BIN`, see [`workspace_bin`]).
 pub fn bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = std::env::var_os("ZEDI_BIN").map_or_else(
-            || {
-                let exe = std::env::current_exe().expect("the test executable's path");
-                let profile_dir = exe
-                    .parent()
-                    .and_then(Path::parent)
-                    .expect("target/<profile>/deps/<test>");
-                profile_dir.join(format!("zedi-sync{}", std::env::consts::EXE_SUFFIX))
-            },
-            PathBuf::from,
-        );
-        assert!(
-            bin.exists(),
-            "{} missing: build the workspace (cargo build --workspace) or set ZEDI_BIN",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("zedi-sync", "ZEDI_BIN"))
+        .clone()
+}
+
+/// A binary of this workspace. This crate is not its package, so cargo does not hand it the
+/// path: `env_var` (scripts/test.sh sets it from cargo's own report), else the directory above
+/// this test executable's (`deps/`), where cargo puts every binary of the workspace for one
+/// profile (`cargo nextest run` at the root builds them all first).
+pub fn workspace_bin(name: &str, env_var: &str) -> PathBuf {
+    let bin = std::env::var_os(env_var).map_or_else(
+        || {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps/<test>");
+            profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+        },
+        PathBuf::from,
+    );
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace (cargo build --workspace) or set {env_var}",
+        bin.display()
+    );
+    bin
 }
 
 /// A file of the repository (this crate lives in `tests/`).

@@ -42,20 +42,8 @@ impl MessageType {
     ];
 
     pub fn from_u64(value: u64) -> Option<Self> {
-        Some(match value {
-            0 => Self::Sync,
-            1 => Self::Awareness,
-            2 => Self::Auth,
-            3 => Self::QueryAwareness,
-            4 => Self::SyncReply,
-            5 => Self::Stateless,
-            6 => Self::BroadcastStateless,
-            7 => Self::Close,
-            8 => Self::SyncStatus,
-            9 => Self::Ping,
-            10 => Self::Pong,
-            _ => return None,
-        })
+        let index = usize::try_from(value).ok()?;
+        Self::ALL.get(index).copied()
     }
 
     /// Stable lower-case name, used as a metric label (bounded cardinality).
@@ -365,6 +353,16 @@ pub fn document_name(address: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_types_are_listed_in_wire_order() {
+        for (i, ty) in MessageType::ALL.iter().enumerate() {
+            assert_eq!(*ty as usize, i);
+            assert_eq!(MessageType::from_u64(i as u64), Some(*ty));
+        }
+        assert_eq!(MessageType::from_u64(11), None);
+        assert_eq!(MessageType::from_u64(u64::MAX), None);
+    }
 
     fn round_trip(address: &str, message: Message<'_>) {
         let bytes = encode(address, &message);
