@@ -439,6 +439,9 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
+/// One attacker's loop, given its instance number.
+type Attacker = fn(&Shared, usize);
+
 pub fn attack(addr: SocketAddr, args: AttackArgs) -> Value {
     let shared = Arc::new(Shared {
         addr,
@@ -455,25 +458,19 @@ pub fn attack(addr: SocketAddr, args: AttackArgs) -> Value {
     }
     let s = Arc::clone(&shared);
     spawn(Box::new(move || busy_writer(&s)));
-    for _ in 0..args.stuck_readers {
-        let s = Arc::clone(&shared);
-        spawn(Box::new(move || stuck_reader(&s)));
-    }
-    for n in 0..args.preauth_sockets {
-        let s = Arc::clone(&shared);
-        spawn(Box::new(move || preauth_flooder(&s, n)));
-    }
-    for _ in 0..args.long_id_sockets {
-        let s = Arc::clone(&shared);
-        spawn(Box::new(move || long_session_id(&s)));
-    }
-    for _ in 0..args.partial_frames {
-        let s = Arc::clone(&shared);
-        spawn(Box::new(move || partial_frame(&s)));
-    }
-    for n in 0..args.awareness_sockets {
-        let s = Arc::clone(&shared);
-        spawn(Box::new(move || big_awareness(&s, n)));
+    // Each kind of attacker, how many of it, and its n-th instance.
+    let attackers: [(usize, Attacker); 5] = [
+        (args.stuck_readers, |s, _| stuck_reader(s)),
+        (args.preauth_sockets, preauth_flooder),
+        (args.long_id_sockets, |s, _| long_session_id(s)),
+        (args.partial_frames, |s, _| partial_frame(s)),
+        (args.awareness_sockets, big_awareness),
+    ];
+    for (count, attacker) in attackers {
+        for n in 0..count {
+            let s = Arc::clone(&shared);
+            spawn(Box::new(move || attacker(&s, n)));
+        }
     }
     for t in 0..args.churn_threads {
         let (s, n) = (Arc::clone(&shared), args.churn_threads);
