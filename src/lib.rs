@@ -22,6 +22,7 @@ pub mod document;
 pub mod drain;
 pub mod http;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod persistence;
 pub mod registry;
@@ -29,6 +30,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod values;
 pub mod websocket;
 
 // The sans-IO core, under the paths the daemon's modules and the tests have always used.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zedi_sync::config::{LogFormat, Settings};
+use zedi_sync::config::Settings;
 
 // The global allocator is the binary's choice alone: the library and its tests keep the system
 // one. glibc's malloc keeps the memory of unloaded documents (RSS stays at its peak), which a
@@ -106,25 +106,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(&settings.log.level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match settings.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn run(settings: Settings) -> anyhow::Result<()> {
-    init_logging(&settings);
+    settings.log.init();
     tracing::info!(allocator = ALLOCATOR, "global allocator");
     let system = actix_web::rt::System::new();
     system.block_on(zedi_sync::server::run(settings))?;

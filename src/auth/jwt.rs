@@ -20,7 +20,7 @@ pub struct Rs256 {
     /// App client ids accepted: `aud` of id tokens, `client_id` of access tokens. Empty: any.
     pub audiences: Vec<String>,
     /// "id" or "access" to accept only that kind of Cognito token; `None`: both.
-    pub token_use: Option<String>,
+    pub token_use: Option<super::TokenUse>,
 }
 
 pub struct Verifier {

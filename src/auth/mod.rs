@@ -9,13 +9,13 @@
 pub mod jwks;
 pub mod jwt;
 pub mod policy;
+mod settings;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub use policy::{Access, DefaultAccess, Policy};
-
-use crate::config::{AuthMode, AuthSettings};
+pub use settings::{AuthMode, AuthSettings, TokenUse};
 
 /// Why a token was not accepted; each is a metric label and a log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -84,19 +84,6 @@ pub struct Authorizer {
     inner: Arc<Inner>,
 }
 
-fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-fn non_empty(value: &str) -> Option<String> {
-    Some(value.trim().to_string()).filter(|v| !v.is_empty())
-}
-
 impl Authorizer {
     /// No checks at all: every connection gets read-write.
     pub fn off() -> Self {
@@ -114,33 +101,37 @@ impl Authorizer {
         if mode == AuthMode::Off {
             return Ok(Self::off());
         }
-        let hs256 = non_empty(&s.jwt_secret)
-            .map(|secret| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
+        let hs256 = s
+            .jwt_secret
+            .as_ref()
+            .map(|secret| jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()));
         let rs256 = match s.effective_issuer() {
             Some(issuer) => {
-                let url = non_empty(&s.jwks_url)
+                let url = s
+                    .jwks_url
+                    .clone()
                     .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
                 let jwks = jwks::JwksCache::new(
                     url,
-                    Duration::from_millis(s.jwks_timeout_ms),
-                    Duration::from_millis(s.jwks_min_refresh_interval_ms),
-                    Duration::from_secs(s.jwks_max_age_secs),
+                    s.jwks_timeout,
+                    s.jwks_min_refresh_interval,
+                    s.jwks_max_age,
                 )?;
                 Some(jwt::Rs256 {
                     issuer,
                     jwks,
-                    audiences: list(&s.audiences),
-                    token_use: non_empty(&s.token_use),
+                    audiences: s.audiences.clone(),
+                    token_use: s.token_use,
                 })
             }
             None => None,
         };
         let policy = Policy {
             default_access: s.default_access,
-            documents_claim: non_empty(&s.documents_claim),
+            documents_claim: s.documents_claim.clone(),
             groups_claim: s.groups_claim.clone(),
-            readonly_groups: list(&s.readonly_groups),
-            readonly_claim: non_empty(&s.readonly_claim),
+            readonly_groups: s.readonly_groups.clone(),
+            readonly_claim: s.readonly_claim.clone(),
         };
         Ok(Authorizer {
             inner: Arc::new(Inner {
@@ -148,7 +139,7 @@ impl Authorizer {
                 verifier: Some(jwt::Verifier {
                     hs256,
                     rs256,
-                    leeway: Duration::from_secs(s.leeway_secs),
+                    leeway: s.leeway,
                 }),
                 policy,
             }),
@@ -208,13 +199,18 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
+    use std::time::Duration;
 
     fn settings(secret: &str) -> AuthSettings {
-        let mut s = crate::config::Settings::load_from(None, Vec::<(String, String)>::new())
-            .expect("defaults")
-            .auth;
+        // The compiled-in defaults' [auth] table, without the rest of the configuration.
+        let defaults: toml::Table =
+            toml::from_str(include_str!("../../config/default.toml")).expect("default.toml parses");
+        let mut s: AuthSettings = defaults["auth"]
+            .clone()
+            .try_into()
+            .expect("[auth] defaults");
         s.mode = AuthMode::Jwt;
-        s.jwt_secret = secret.into();
+        s.jwt_secret = Some(secret.parse().expect("infallible"));
         s
     }
 
@@ -259,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn fractional_and_far_future_expiries_are_honoured_without_panicking() {
         let auth = Authorizer::from_settings(&settings("s3cret")).unwrap();
-        let leeway = Duration::from_secs(settings("s3cret").leeway_secs);
+        let leeway = settings("s3cret").leeway;
         // Fractional NumericDates are valid (RFC 7519): one in the past is expired, one in
         // the future gets an expiry (its floor plus leeway), so the refresh timer runs.
         let past = hs(
@@ -320,8 +316,8 @@ mod tests {
     #[tokio::test]
     async fn policy_applies_after_verification() {
         let mut s = settings("k");
-        s.documents_claim = "zedi:documents".into();
-        s.readonly_groups = "viewers".into();
+        s.documents_claim = Some("zedi:documents".into());
+        s.readonly_groups = vec!["viewers".into()];
         let auth = Authorizer::from_settings(&s).unwrap();
         let t = hs(
             "k",

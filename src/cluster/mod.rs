@@ -9,6 +9,9 @@
 pub mod keys;
 pub mod lease;
 pub mod relay;
+mod settings;
+
+pub use settings::ClusterSettings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +21,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 
-use crate::config::ClusterSettings;
 use crate::metrics::Metrics;
 use keys::Keys;
 use lease::Acquired;
@@ -116,8 +118,12 @@ pub async fn start(
     connections: Arc<dyn Fn() -> i64 + Send + Sync>,
 ) -> Result<Cluster, ClusterError> {
     crate::tls::install_crypto_provider();
-    let mut config = deadpool_redis::Config::from_url(settings.redis_url.clone());
-    let timeout = Some(Duration::from_millis(settings.redis_timeout_ms));
+    let url = settings
+        .redis_url
+        .as_ref()
+        .ok_or_else(|| ClusterError("cluster.redis_url is not set".into()))?;
+    let mut config = deadpool_redis::Config::from_url(url.expose());
+    let timeout = Some(settings.redis_timeout);
     config.pool = Some(PoolConfig {
         max_size: 16,
         timeouts: Timeouts {
@@ -152,7 +158,7 @@ pub async fn start(
         keys.clone(),
         Arc::clone(&node_id),
         settings.stream_max_len,
-        Duration::from_secs(settings.stream_ttl_secs),
+        settings.stream_ttl,
         settings.max_unpublished,
         Arc::clone(&redis_health),
         Arc::clone(&metrics),
@@ -161,7 +167,7 @@ pub async fn start(
         pool.clone(),
         keys.clone(),
         Arc::clone(&node_id),
-        Duration::from_millis(settings.relay_block_ms),
+        settings.relay_block,
         redis_health,
         Arc::clone(&metrics),
     );
@@ -216,7 +222,7 @@ enum LeaseOutcome {
 
 impl ClusterActor {
     fn ttl(&self) -> Duration {
-        Duration::from_millis(self.settings.lease_ttl_ms)
+        self.settings.lease_ttl
     }
 
     /// We act as owner only until a margin before the lease could have expired in Redis.
@@ -265,7 +271,7 @@ impl ClusterActor {
         let pool = self.pool.clone();
         let keys = self.keys.clone();
         let node = Arc::clone(&self.node_id);
-        let ttl_ms = self.settings.lease_ttl_ms;
+        let ttl_ms = u64::try_from(self.settings.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         ctx.spawn(
             async move { run_lease_jobs(pool, keys, node, ttl_ms, jobs).await }
                 .into_actor(self)
@@ -346,7 +352,7 @@ impl ClusterActor {
         let pool = self.pool.clone();
         let key = self.keys.node(&self.node_id);
         let pattern = self.keys.nodes_pattern();
-        let ttl_ms = self.settings.heartbeat_ms * 3;
+        let ttl_ms = u64::try_from((self.settings.heartbeat * 3).as_millis()).unwrap_or(u64::MAX);
         let body = serde_json::json!({
             "node_id": &*self.node_id,
             "connections": (self.connections)(),
@@ -457,15 +463,9 @@ impl Actor for ClusterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(
-            Duration::from_millis(self.settings.lease_renew_ms),
-            |act, ctx| act.lease_tick(ctx),
-        );
+        ctx.run_interval(self.settings.lease_renew, |act, ctx| act.lease_tick(ctx));
         self.heartbeat(ctx);
-        ctx.run_interval(
-            Duration::from_millis(self.settings.heartbeat_ms),
-            |act, ctx| act.heartbeat(ctx),
-        );
+        ctx.run_interval(self.settings.heartbeat, |act, ctx| act.heartbeat(ctx));
     }
 }
 

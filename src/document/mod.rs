@@ -7,6 +7,8 @@ mod lifecycle;
 mod outbound;
 mod reloads;
 mod replication;
+mod settings;
+pub use settings::DocumentSettings;
 
 pub use actor::{
     DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,

@@ -5,6 +5,8 @@
 //! The per-document state machine (auth, join, token refresh, detach) is in [`documents`].
 
 mod documents;
+mod settings;
+pub use settings::Timeouts;
 mod input;
 mod refusals;
 pub use refusals::UpdateRefused;
@@ -21,8 +23,8 @@ use bytes::Bytes;
 
 use crate::auth::Authorizer;
 use crate::budget::{Holder, OutboundCharge, SocketMeter};
-use crate::config::Limits;
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
+use crate::limits::Limits;
 use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::metrics::Direction;
 use crate::metrics::Metrics;

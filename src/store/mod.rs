@@ -16,6 +16,7 @@ mod fold;
 mod memory;
 mod pg_tls;
 mod postgres;
+mod settings;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ pub use fold::{fold_updates, state_vector_of};
 pub use memory::MemoryStore;
 pub use pg_tls::SslMode;
 pub use postgres::{PgOptions, PgStore};
+pub use settings::{StoreKind, StoreSettings};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Error)]

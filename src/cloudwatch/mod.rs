@@ -20,15 +20,20 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use prometheus::IntGauge;
 
 use crate::budget::MemoryBudget;
-use crate::config::{CloudWatchMode, CloudWatchSettings};
 use crate::metrics::Metrics;
 
-/// Attempts per datapoint before it is given up (the next interval brings a fresh one).
+mod settings;
+pub use settings::{CloudWatchMode, CloudWatchSettings, MetricDimension};
+
+/// Attempts per datapoint before it is given up (the next interval brings a fresh one); the
+/// SDK's standard retry mode waits between them (from 200 ms, doubling, with jitter).
 const ATTEMPTS: u32 = 3;
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// One attempt of `PutMetricData`; the SDK gives up an attempt (and retries) after this.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct CloudWatchActor {
     settings: CloudWatchSettings,
-    dimensions: Vec<(String, String)>,
     client: Option<aws_sdk_cloudwatch::Client>,
     connections: IntGauge,
     budget: Arc<MemoryBudget>,
@@ -66,19 +71,15 @@ fn percent_value(percent: f64) -> f64 {
 
 /// The memory metric's name, or `None` when it is switched off (empty).
 fn memory_metric(settings: &CloudWatchSettings) -> Option<&str> {
-    Some(settings.memory_metric_name.as_str()).filter(|name| !name.is_empty())
+    settings.memory_metric_name.as_deref()
 }
 
 /// The EMF document for one interval (pure, so tests can check its shape alone): one line,
 /// one directive, both metrics under the same dimensions.
-pub fn emf_line(
-    settings: &CloudWatchSettings,
-    dimensions: &[(String, String)],
-    sample: Sample,
-    timestamp_ms: u128,
-) -> String {
+pub fn emf_line(settings: &CloudWatchSettings, sample: Sample, timestamp_ms: u128) -> String {
     let mut root = serde_json::Map::new();
-    let dimension_names: Vec<&str> = dimensions.iter().map(|(k, _)| k.as_str()).collect();
+    let dimensions = &settings.dimensions;
+    let dimension_names: Vec<&str> = dimensions.iter().map(|d| d.name.as_str()).collect();
     let mut metrics = vec![serde_json::json!({"Name": settings.metric_name, "Unit": "Count"})];
     if let Some(name) = memory_metric(settings) {
         metrics.push(serde_json::json!({"Name": name, "Unit": "Percent"}));
@@ -94,8 +95,8 @@ pub fn emf_line(
             }],
         }),
     );
-    for (k, v) in dimensions {
-        root.insert(k.clone(), serde_json::Value::String(v.clone()));
+    for d in dimensions {
+        root.insert(d.name.clone(), serde_json::Value::String(d.value.clone()));
     }
     root.insert(
         settings.metric_name.clone(),
@@ -122,7 +123,6 @@ impl CloudWatchActor {
             return None;
         }
         Some(CloudWatchActor {
-            dimensions: settings.dimension_pairs().unwrap_or_default(),
             settings: settings.clone(),
             client: None,
             connections,
@@ -140,7 +140,7 @@ impl CloudWatchActor {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
-                let line = emf_line(&self.settings, &self.dimensions, sample, now);
+                let line = emf_line(&self.settings, sample, now);
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
                 let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
@@ -164,21 +164,14 @@ impl CloudWatchActor {
                 let namespace = self.settings.namespace.clone();
                 ctx.spawn(
                     async move {
-                        let mut delay = Duration::from_millis(200);
-                        let mut last_error = String::new();
-                        for attempt in 1..=ATTEMPTS {
-                            let call = client.put_metric_data().namespace(&namespace).set_metric_data(Some(data.clone())).send();
-                            match tokio::time::timeout(Duration::from_secs(10), call).await {
-                                Ok(Ok(_)) => return Ok(attempt),
-                                Ok(Err(e)) => last_error = aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string(),
-                                Err(_) => last_error = "timed out".into(),
-                            }
-                            if attempt < ATTEMPTS {
-                                tokio::time::sleep(delay).await;
-                                delay *= 2;
-                            }
-                        }
-                        Err(last_error)
+                        // Retries and per-attempt timeouts are the SDK's (see `sdk_config`).
+                        client
+                            .put_metric_data()
+                            .namespace(&namespace)
+                            .set_metric_data(Some(data))
+                            .send()
+                            .await
+                            .map_err(|e| aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string())
                     }
                     .into_actor(self)
                     .map(move |result, act, _| {
@@ -202,9 +195,10 @@ impl CloudWatchActor {
     fn data(&self, sample: Sample) -> Vec<MetricDatum> {
         let timestamp = aws_sdk_cloudwatch::primitives::DateTime::from(SystemTime::now());
         let dimensions: Vec<Dimension> = self
+            .settings
             .dimensions
             .iter()
-            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+            .map(|d| Dimension::builder().name(&d.name).value(&d.value).build())
             .collect();
         let datum = |name: &str, unit: StandardUnit, value: f64| {
             MetricDatum::builder()
@@ -227,26 +221,40 @@ impl CloudWatchActor {
     }
 }
 
+/// The SDK's configuration: region and endpoint from the settings, and its own standard retry
+/// mode and per-attempt timeout instead of a loop of ours, so that backoff, jitter and which
+/// errors are worth retrying follow the SDK (throttling is, a bad request is not).
+fn sdk_config(settings: &CloudWatchSettings) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(ATTEMPTS)
+                .with_initial_backoff(FIRST_RETRY),
+        )
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader
+}
+
 impl Actor for CloudWatchActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if self.settings.mode == CloudWatchMode::Api {
-            let region = Some(self.settings.region.clone()).filter(|r| !r.is_empty());
-            let endpoint = Some(self.settings.endpoint_url.clone()).filter(|e| !e.is_empty());
+            let loader = sdk_config(&self.settings);
             ctx.wait(
-                async move {
-                    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-                    if let Some(region) = region {
-                        loader = loader.region(aws_config::Region::new(region));
-                    }
-                    if let Some(endpoint) = endpoint {
-                        loader = loader.endpoint_url(endpoint);
-                    }
-                    aws_sdk_cloudwatch::Client::new(&loader.load().await)
-                }
-                .into_actor(self)
-                .map(|client, act, _| act.client = Some(client)),
+                async move { aws_sdk_cloudwatch::Client::new(&loader.load().await) }
+                    .into_actor(self)
+                    .map(|client, act, _| act.client = Some(client)),
             );
         }
         tracing::info!(
@@ -254,13 +262,10 @@ impl Actor for CloudWatchActor {
             namespace = %self.settings.namespace,
             metric = %self.settings.metric_name,
             memory_metric = memory_metric(&self.settings).unwrap_or("-"),
-            interval_secs = self.settings.interval_secs,
+            interval_secs = self.settings.interval.as_secs(),
             "reporting ActiveConnections (and MemoryPressure) to CloudWatch"
         );
-        ctx.run_interval(
-            Duration::from_secs(self.settings.interval_secs),
-            |act, ctx| act.tick(ctx),
-        );
+        ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx));
     }
 }
 
@@ -269,9 +274,10 @@ mod tests {
     use super::*;
 
     fn default_settings() -> CloudWatchSettings {
-        crate::config::Settings::load_from(None, Vec::<(String, String)>::new())
-            .unwrap()
-            .cloudwatch
+        // The compiled-in defaults' [cloudwatch] table, without the rest of the configuration.
+        let defaults: toml::Table =
+            toml::from_str(include_str!("../../config/default.toml")).unwrap();
+        defaults["cloudwatch"].clone().try_into().unwrap()
     }
 
     const SAMPLE: Sample = Sample {
@@ -282,8 +288,7 @@ mod tests {
     #[test]
     fn emf_line_has_the_embedded_metric_format_shape() {
         let settings = default_settings();
-        let dims = vec![("ServiceName".to_string(), "zedi-realtime".to_string())];
-        let line = emf_line(&settings, &dims, SAMPLE, 1_700_000_000_000);
+        let line = emf_line(&settings, SAMPLE, 1_700_000_000_000);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
@@ -308,10 +313,8 @@ mod tests {
     #[test]
     fn an_empty_memory_metric_name_leaves_only_active_connections() {
         let mut settings = default_settings();
-        settings.memory_metric_name = String::new();
-        let dims = vec![("ServiceName".to_string(), "zedi-realtime".to_string())];
-        let v: serde_json::Value =
-            serde_json::from_str(&emf_line(&settings, &dims, SAMPLE, 1)).unwrap();
+        settings.memory_metric_name = None;
+        let v: serde_json::Value = serde_json::from_str(&emf_line(&settings, SAMPLE, 1)).unwrap();
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Metrics"],
             serde_json::json!([{"Name": "ActiveConnections", "Unit": "Count"}])

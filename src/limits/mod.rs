@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+mod settings;
+pub use settings::Limits;
+
 /// Classic token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -72,63 +75,44 @@ impl TokenBucket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateExceeded;
 
-/// An address range such as `10.0.0.0/8` or `::1/128`.
+/// An address range such as `10.0.0.0/8` or `::1/128`; a bare address is its own range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
     pub fn parse(text: &str) -> Option<Self> {
-        let (addr, prefix) = match text.trim().split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let a = text.trim().parse::<IpAddr>().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Cidr {
-            network: addr,
-            prefix,
-        })
+        text.parse().ok()
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
-/// Parses a comma-separated list of ranges; the first bad entry is returned as the error.
-pub fn parse_cidrs(list: &str) -> Result<Vec<Cidr>, String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| Cidr::parse(s).ok_or_else(|| format!("`{s}` is not an address or CIDR range")))
-        .collect()
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let net = match text.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => ipnet::IpNet::from(
+                text.parse::<IpAddr>()
+                    .map_err(|_| format!("`{text}` is not an address or CIDR range"))?,
+            ),
+        };
+        Ok(Cidr(net))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
@@ -351,12 +335,13 @@ mod tests {
                 .contains("8.8.8.8".parse().unwrap())
         );
         assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(parse_cidrs("10.0.0.0/8, nope").is_err());
+        assert!(crate::values::comma_list::parse::<Cidr>("10.0.0.0/8, nope").is_err());
+        assert_eq!(Cidr::parse("10.0.0.1"), Cidr::parse("10.0.0.1/32"));
     }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = parse_cidrs("10.0.0.0/8").unwrap();
+        let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
         let alb: IpAddr = "10.0.1.5".parse().unwrap();
         let client: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(client_ip(alb, Some("203.0.113.7"), &trusted), client);
