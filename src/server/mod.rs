@@ -67,21 +67,16 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let store = stores::open(&settings.store).await?;
     let persistence = Persistence::start(
         Arc::clone(&store),
-        PersistenceConfig {
-            max_batch: settings.store.max_batch,
-            max_pending_writes: settings.store.max_pending_writes,
-            retry_initial: settings.store.retry_initial,
-            retry_max: settings.store.retry_max,
-        },
+        persistence_config(&settings),
         Arc::clone(&metrics),
         Arc::clone(&budget),
     );
     let cluster = start_cluster(&settings, &node_id, &metrics).await?;
-    let document_threads = match settings.server.document_threads {
-        0 => cores(),
-        n => n,
+    let arbiters: Vec<Arbiter> = match settings.server.document_threads {
+        0 => (0..cores()).map(|_| Arbiter::new()).collect(),
+        n => (0..n).map(|_| Arbiter::new()).collect(),
     };
-    let arbiters: Vec<Arbiter> = (0..document_threads).map(|_| Arbiter::new()).collect();
+    let document_threads = arbiters.len();
     let registry = Registry::new(
         arbiters.iter().map(Arbiter::handle).collect(),
         persistence.clone(),
@@ -105,14 +100,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         write_stall: settings.timeouts.write_stall,
         auth_timeout: settings.timeouts.auth,
     });
-    if let Some(reporter) = CloudWatchActor::new(
-        &settings.cloudwatch,
-        metrics.connections_open.clone(),
-        Arc::clone(&budget),
-        Arc::clone(&metrics),
-    ) {
-        reporter.start();
-    }
+    start_cloudwatch(&settings, &metrics, &budget);
     let state = Arc::new(AppState {
         node_id: node_id.clone(),
         metrics: Arc::clone(&metrics),
@@ -161,6 +149,28 @@ fn start_budget(settings: &Settings, metrics: &Arc<Metrics>) -> Arc<MemoryBudget
         tracing::warn!(%error, "cannot start the resident memory sampler: charges alone fill the budget");
     }
     budget
+}
+
+/// The write queue's batching and retry, from `[store]`.
+fn persistence_config(settings: &Settings) -> PersistenceConfig {
+    PersistenceConfig {
+        max_batch: settings.store.max_batch,
+        max_pending_writes: settings.store.max_pending_writes,
+        retry_initial: settings.store.retry_initial,
+        retry_max: settings.store.retry_max,
+    }
+}
+
+/// Reports ActiveConnections (and MemoryPressure) unless `cloudwatch.mode` is off.
+fn start_cloudwatch(settings: &Settings, metrics: &Arc<Metrics>, budget: &Arc<MemoryBudget>) {
+    if let Some(reporter) = CloudWatchActor::new(
+        &settings.cloudwatch,
+        metrics.connections_open.clone(),
+        Arc::clone(budget),
+        Arc::clone(metrics),
+    ) {
+        reporter.start();
+    }
 }
 
 /// Joins the cluster when a Redis URL is configured; `None` for a single node.
