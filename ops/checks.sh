@@ -15,8 +15,11 @@
 #   checkov dockerfile, hadolint   the Dockerfile's best practices
 #   promtool           check config (both scrape configs), check rules, test rules (alert unit
 #                      tests), and the dashboard's queries parsed as rules
-#   consistency        ops/check_consistency.py: port, CloudWatch namespace/name/dimensions,
-#                      sizing, Dockerfile USER/HEALTHCHECK/EXPOSE, metric names vs the daemon
+#   consistency        ops/check_consistency.py (run with the checkov virtualenv's python: it
+#                      reads the Terraform with python-hcl2, which checkov brings): the files
+#                      against each other and the daemon: port, CloudWatch namespace/name/
+#                      dimensions, sizing, config keys, Dockerfile EXPOSE/PORT/HEALTHCHECK vs the
+#                      task definition, README, metric names vs src/
 #   task environment   `zedi-sync check-config` accepts the env of the dev and prod task
 #                      definitions (when a binary is built: $ZEDI_BIN, else the newer of debug
 #                      and release in cargo's target directory)
@@ -127,9 +130,11 @@ run "promtool check config ops/prometheus/prometheus-local.yml" "$PROMTOOL" chec
 run "promtool check rules ops/prometheus/alerts.yml" "$PROMTOOL" check rules ops/prometheus/alerts.yml
 run "promtool test rules ops/prometheus/alerts.test.yml" "$PROMTOOL" test rules ops/prometheus/alerts.test.yml
 
+# python-hcl2 comes with checkov, so the consistency checks run in its virtualenv.
+consistency() { "$VENV/bin/python" ops/check_consistency.py "$@"; }
 dash_rules=$(mktemp --suffix=.yml)
 run "consistency: ops vs config/default.toml and src/ (ops/check_consistency.py)" \
-  python3 ops/check_consistency.py --dashboard-rules "$dash_rules"
+  consistency --dashboard-rules "$dash_rules"
 run "promtool check rules (Grafana dashboard queries)" "$PROMTOOL" check rules "$dash_rules"
 rm -f "$dash_rules"
 
@@ -151,7 +156,7 @@ else
 fi
 task_env_accepted() {
   local vars
-  mapfile -t vars < <(python3 ops/check_consistency.py --task-env "$1") || return 1
+  mapfile -t vars < <(consistency --task-env "$1") || return 1
   [ "${#vars[@]}" -gt 5 ] || return 1
   printf '  %s\n' "${vars[@]}"
   env -i PATH=/usr/bin:/bin "${vars[@]}" \

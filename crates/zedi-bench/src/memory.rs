@@ -281,31 +281,73 @@ fn mib(kb: u64) -> f64 {
     (kb as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
+/// Warm-up: one small document opened, filled and left, so the baseline has the threads,
+/// store connection and buffers any first document brings, not only an idle process.
+async fn warm_up(t: &Arc<Target>, a: &ChurnArgs, run_id: &str) -> Option<String> {
+    let (filled_tx, mut filled_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_leave_tx, leave_rx) = watch::channel(false);
+    let deadline = Instant::now() + a.setup_timeout;
+    tokio::spawn(churn_writer(
+        t.clone(),
+        format!("churn-{run_id}-warmup"),
+        0xC0FF_EE00,
+        4096,
+        Arc::new(Semaphore::new(1)),
+        deadline,
+        filled_tx,
+        leave_rx,
+    ));
+    // Leaving: `_leave_tx` is dropped when this returns, which ends the writer's stay.
+    match tokio::time::timeout_at(deadline.into(), filled_rx.recv()).await {
+        Ok(Some(Ok(_))) => None,
+        Ok(Some(Err(e))) => Some(e),
+        _ => Some("timed out".to_string()),
+    }
+}
+
+/// What filling every document gave: the encoded bytes, how many filled, and notes.
+struct Filled {
+    encoded: usize,
+    filled: usize,
+    notes: Vec<String>,
+}
+
+/// Every writer reports once its updates are acknowledged and then stays: with all reports
+/// in, every document is loaded and filled at once.
+async fn collect_filled(
+    filled_rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<usize, String>>,
+    documents: usize,
+    deadline: Instant,
+) -> Filled {
+    let mut f = Filled {
+        encoded: 0,
+        filled: 0,
+        notes: Vec::new(),
+    };
+    for _ in 0..documents {
+        match tokio::time::timeout_at(deadline.into(), filled_rx.recv()).await {
+            Ok(Some(Ok(bytes))) => {
+                f.encoded += bytes;
+                f.filled += 1;
+            }
+            Ok(Some(Err(e))) => {
+                if f.notes.len() < 5 {
+                    f.notes.push(e);
+                }
+            }
+            _ => {
+                f.notes.push("fill timed out".into());
+                break;
+            }
+        }
+    }
+    f
+}
+
+// Long: the scenario's phases in their order, then its one report; it reads best whole.
 pub async fn churn(t: Arc<Target>, a: ChurnArgs, run_id: &str) -> Value {
     let probe = Probe { pid: a.server_pid };
-    // Warm-up: one small document opened, filled and left, so the baseline has the threads,
-    // store connection and buffers any first document brings, not only an idle process.
-    let warm_error = {
-        let (filled_tx, mut filled_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (_leave_tx, leave_rx) = watch::channel(false);
-        let deadline = Instant::now() + a.setup_timeout;
-        tokio::spawn(churn_writer(
-            t.clone(),
-            format!("churn-{run_id}-warmup"),
-            0xC0FF_EE00,
-            4096,
-            Arc::new(Semaphore::new(1)),
-            deadline,
-            filled_tx,
-            leave_rx,
-        ));
-        // Leaving: `_leave_tx` is dropped at the end of this block, which ends the writer's stay.
-        match tokio::time::timeout_at(deadline.into(), filled_rx.recv()).await {
-            Ok(Some(Ok(_))) => None,
-            Ok(Some(Err(e))) => Some(e),
-            _ => Some("timed out".to_string()),
-        }
-    };
+    let warm_error = warm_up(&t, &a, run_id).await;
     let _ = wait_documents(&t, 0, a.unload_timeout).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = probe.sample();
@@ -331,26 +373,12 @@ pub async fn churn(t: Arc<Target>, a: ChurnArgs, run_id: &str) -> Value {
         })
         .collect();
     drop(filled_tx);
-    // Every writer reports once its updates are acknowledged and then stays: with all reports
-    // in, every document is loaded and filled at once. Read the loaded RSS, then all leave.
-    let (mut encoded, mut filled, mut notes) = (0usize, 0usize, Vec::new());
-    for _ in 0..a.documents {
-        match tokio::time::timeout_at(deadline.into(), filled_rx.recv()).await {
-            Ok(Some(Ok(bytes))) => {
-                encoded += bytes;
-                filled += 1;
-            }
-            Ok(Some(Err(e))) => {
-                if notes.len() < 5 {
-                    notes.push(e);
-                }
-            }
-            _ => {
-                notes.push("fill timed out".into());
-                break;
-            }
-        }
-    }
+    // Read the loaded RSS once every document is filled, then all leave.
+    let Filled {
+        encoded,
+        filled,
+        mut notes,
+    } = collect_filled(&mut filled_rx, a.documents, deadline).await;
     let fill_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loaded = probe.sample();

@@ -227,6 +227,116 @@ fn handshake(
     Ok(())
 }
 
+/// Waits for the coordinator (bounded: it always answers within the handshake timeout + 1 s);
+/// `None` when there is nothing to run.
+fn wait_for_window(spec: &WriterSpec, signal: &StartSignal) -> Option<Window> {
+    let (lock, cvar) = &**signal;
+    let guard = lock.lock().unwrap();
+    let (guard, _) = cvar
+        .wait_timeout_while(
+            guard,
+            spec.handshake_timeout + Duration::from_secs(5),
+            |w| w.is_none(),
+        )
+        .unwrap();
+    guard.filter(|w| w.go)
+}
+
+/// One frame of the steady state: acknowledgements timed into `result`, pings answered.
+/// `Err` says why the connection is over.
+fn on_frame(
+    frame: &[u8],
+    ws: &mut WebSocket<TcpStream>,
+    outstanding: &mut VecDeque<Instant>,
+    window: &Window,
+    spec: &WriterSpec,
+    result: &mut WriterResult,
+) -> Result<(), String> {
+    match decode(frame) {
+        Ok(Packet::Ping) => send(ws, PONG_FRAME.to_vec())?,
+        Ok(Packet::Message {
+            message: Message::SyncStatus(applied),
+            ..
+        }) => {
+            let at = Instant::now();
+            let Some(sent) = outstanding.pop_front() else {
+                result.unexpected("SyncStatus with nothing outstanding".into());
+                return Ok(());
+            };
+            if !applied {
+                result.error(format!(
+                    "writer {}: update rejected (SyncStatus 0)",
+                    spec.index
+                ));
+                return Ok(());
+            }
+            result.acked_total += 1;
+            if at >= window.measure_start && at < window.measure_end {
+                let us = at.duration_since(sent).as_micros().min(u32::MAX as u128) as u32;
+                result.latencies_us.push(us);
+            }
+        }
+        // Other writers' updates (shared document) and awareness: expected, ignored.
+        Ok(Packet::Message {
+            message: Message::Sync(SyncMessage::Update(_)),
+            ..
+        })
+        | Ok(Packet::Message {
+            message: Message::Awareness(_),
+            ..
+        }) => {}
+        Ok(Packet::Message {
+            message: Message::Close(reason),
+            ..
+        }) => return Err(format!("document closed by server: {reason:?}")),
+        Ok(Packet::Message { message, .. }) => {
+            result.unexpected(format!("{:?} in steady state", message.message_type()))
+        }
+        Ok(Packet::Pong) => result.unexpected("Pong from server".into()),
+        Err(e) => return Err(format!("undecodable frame from server: {e}")),
+    }
+    Ok(())
+}
+
+/// Phase 1: closed loop until the window ends. Phase 2: drain outstanding acks. Returns why
+/// the connection ended early, if it did.
+fn closed_loop(
+    ws: &mut WebSocket<TcpStream>,
+    spec: &WriterSpec,
+    window: &Window,
+    source: &mut UpdateSource,
+    outstanding: &mut VecDeque<Instant>,
+    result: &mut WriterResult,
+) -> Option<String> {
+    let doc = spec.document.clone();
+    let drain_deadline = window.measure_end + spec.drain_timeout;
+    loop {
+        let now = Instant::now();
+        let sending = now < window.measure_end;
+        if !sending && (outstanding.is_empty() || now >= drain_deadline) {
+            return None;
+        }
+        if sending {
+            while outstanding.len() < spec.in_flight {
+                let update = source.next();
+                let frame = encode(&doc, &Message::Sync(SyncMessage::Update(&update)));
+                outstanding.push_back(Instant::now());
+                if let Err(e) = send(ws, frame) {
+                    return Some(e);
+                }
+            }
+        }
+        let frame = match read_frame(ws) {
+            Read::Frame(f) => f,
+            Read::Nothing => continue,
+            Read::Closed(why) => return Some(why),
+        };
+        if let Err(why) = on_frame(&frame, ws, outstanding, window, spec, result) {
+            return Some(why);
+        }
+    }
+}
+
 /// Connects, handshakes, reports readiness, waits for the start signal, runs the closed loop
 /// and drains. Every loop is bounded by a deadline.
 pub fn run(
@@ -246,116 +356,22 @@ pub fn run(
             return result;
         }
     };
-
-    // Wait for the coordinator (bounded: it always answers within the handshake timeout + 1 s).
-    let window = {
-        let (lock, cvar) = &*signal;
-        let guard = lock.lock().unwrap();
-        let (guard, _) = cvar
-            .wait_timeout_while(
-                guard,
-                spec.handshake_timeout + Duration::from_secs(5),
-                |w| w.is_none(),
-            )
-            .unwrap();
-        *guard
-    };
-    let Some(window) = window.filter(|w| w.go) else {
+    let Some(window) = wait_for_window(&spec, &signal) else {
         let _ = ws.close(None);
         return result;
     };
     if let Some(wait) = window.start.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
-
-    let doc = spec.document.clone();
     let mut outstanding: VecDeque<Instant> = VecDeque::with_capacity(spec.in_flight);
-    let mut closed: Option<String> = None;
-    // Phase 1: closed loop until the window ends. Phase 2: drain outstanding acks.
-    let drain_deadline = window.measure_end + spec.drain_timeout;
-    loop {
-        let now = Instant::now();
-        let sending = now < window.measure_end;
-        if !sending && (outstanding.is_empty() || now >= drain_deadline) {
-            break;
-        }
-        if sending {
-            while outstanding.len() < spec.in_flight {
-                let update = source.next();
-                let frame = encode(&doc, &Message::Sync(SyncMessage::Update(&update)));
-                outstanding.push_back(Instant::now());
-                if let Err(e) = send(&mut ws, frame) {
-                    closed = Some(e);
-                    break;
-                }
-            }
-            if closed.is_some() {
-                break;
-            }
-        }
-        let frame = match read_frame(&mut ws) {
-            Read::Frame(f) => f,
-            Read::Nothing => continue,
-            Read::Closed(why) => {
-                closed = Some(why);
-                break;
-            }
-        };
-        match decode(&frame) {
-            Ok(Packet::Ping) => {
-                if let Err(e) = send(&mut ws, PONG_FRAME.to_vec()) {
-                    closed = Some(e);
-                    break;
-                }
-            }
-            Ok(Packet::Message {
-                message: Message::SyncStatus(applied),
-                ..
-            }) => {
-                let at = Instant::now();
-                let Some(sent) = outstanding.pop_front() else {
-                    result.unexpected("SyncStatus with nothing outstanding".into());
-                    continue;
-                };
-                if !applied {
-                    result.error(format!(
-                        "writer {}: update rejected (SyncStatus 0)",
-                        spec.index
-                    ));
-                    continue;
-                }
-                result.acked_total += 1;
-                if at >= window.measure_start && at < window.measure_end {
-                    let us = at.duration_since(sent).as_micros().min(u32::MAX as u128) as u32;
-                    result.latencies_us.push(us);
-                }
-            }
-            // Other writers' updates (shared document) and awareness: expected, ignored.
-            Ok(Packet::Message {
-                message: Message::Sync(SyncMessage::Update(_)),
-                ..
-            })
-            | Ok(Packet::Message {
-                message: Message::Awareness(_),
-                ..
-            }) => {}
-            Ok(Packet::Message {
-                message: Message::Close(reason),
-                ..
-            }) => {
-                closed = Some(format!("document closed by server: {reason:?}"));
-                break;
-            }
-            Ok(Packet::Message { message, .. }) => {
-                result.unexpected(format!("{:?} in steady state", message.message_type()))
-            }
-            Ok(Packet::Pong) => result.unexpected("Pong from server".into()),
-            Err(e) => {
-                closed = Some(format!("undecodable frame from server: {e}"));
-                break;
-            }
-        }
-    }
+    let closed = closed_loop(
+        &mut ws,
+        &spec,
+        &window,
+        &mut source,
+        &mut outstanding,
+        &mut result,
+    );
     if let Some(why) = closed {
         result.error(format!("writer {}: {why}", spec.index));
     }
