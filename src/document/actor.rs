@@ -19,9 +19,9 @@ use crate::metrics::Metrics;
 use crate::persistence::Persistence;
 use crate::protocol::CloseCode;
 use crate::protocol::{Message, SyncMessage};
-use crate::registry::Registry;
-use crate::session::{CloseSocket, SessionActor, UpdateRefused};
 use crate::store::AppendItem;
+
+use super::{SessionHandle, Unregister};
 
 /// Document-actor tunables, from `[documents]` and `[store]`.
 #[derive(Debug, Clone)]
@@ -51,9 +51,8 @@ pub struct DocumentConfig {
 #[rtype(result = "Result<(), JoinError>")]
 pub struct Join {
     pub key: ConnKey,
-    /// The session itself rather than two `Recipient`s: each `Recipient` is one more heap
-    /// allocation per attachment, and a node holds tens of thousands of them.
-    pub session: Addr<SessionActor>,
+    /// Where this document's frames, refusals and closes for the session go.
+    pub session: SessionHandle,
     pub read_only: bool,
     /// What the socket holds, shared with its session and write task: bounds what a slow
     /// reader can pile up, and closes it at once when it does.
@@ -106,7 +105,7 @@ pub struct SetAccess {
 }
 
 pub(super) struct Conn {
-    pub(super) session: Addr<SessionActor>,
+    pub(super) session: SessionHandle,
     read_only: bool,
     /// The socket's meter: what is queued for it, and the switch that closes it at once.
     pub(super) meter: Arc<SocketMeter>,
@@ -141,7 +140,8 @@ pub struct DocumentActor {
     pub(super) conns: HashMap<ConnKey, Conn>,
     pub(super) phase: Phase,
     pub(super) persistence: Persistence,
-    pub(super) registry: Addr<Registry>,
+    /// Told when this actor stops, so the registry forgets it.
+    pub(super) registry: Recipient<Unregister>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) config: DocumentConfig,
     /// Updates handed to persistence and not yet durable.
@@ -191,7 +191,7 @@ impl DocumentActor {
         name: Arc<str>,
         id: u64,
         persistence: Persistence,
-        registry: Addr<Registry>,
+        registry: Recipient<Unregister>,
         metrics: Arc<Metrics>,
         config: DocumentConfig,
         cluster: Option<Cluster>,
@@ -270,10 +270,7 @@ impl DocumentActor {
             self.send_to(key, &Message::SyncStatus(false));
         }
         if let Some(conn) = self.conns.get(key) {
-            conn.session.do_send(UpdateRefused {
-                address: Arc::clone(&key.address),
-                reason: error.to_string(),
-            });
+            conn.session.update_refused(&key.address, error.to_string());
         }
         self.detach(key);
     }
@@ -294,10 +291,8 @@ impl DocumentActor {
         tracing::error!(document = %self.name, session = key.map(|k| k.session), "yrs failed on a checked update again; closing only the sender (reload rate-limited)");
         if let Some(key) = key {
             if let Some(conn) = self.conns.get(key) {
-                conn.session.do_send(CloseSocket {
-                    code: CloseCode::ResetConnection,
-                    reason: "internal error".into(),
-                });
+                conn.session
+                    .close_socket(CloseCode::ResetConnection, "internal error");
             }
             self.detach(key);
         }
@@ -327,10 +322,10 @@ impl DocumentActor {
                 tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
                 self.send_to(&key, &Message::SyncStatus(false));
                 if let Some(conn) = self.conns.get(&key) {
-                    conn.session.do_send(CloseSocket {
-                        code: CloseCode::ResetConnection,
-                        reason: "store overloaded; reconnect later".into(),
-                    });
+                    conn.session.close_socket(
+                        CloseCode::ResetConnection,
+                        "store overloaded; reconnect later",
+                    );
                 }
                 self.detach(&key);
                 return;
@@ -395,10 +390,8 @@ impl DocumentActor {
 
     pub(super) fn close_all(&mut self, reason: &str) {
         for conn in self.conns.values() {
-            conn.session.do_send(CloseSocket {
-                code: CloseCode::ResetConnection,
-                reason: reason.to_string(),
-            });
+            conn.session
+                .close_socket(CloseCode::ResetConnection, reason);
         }
         self.conns.clear();
     }

@@ -2,8 +2,6 @@
 //! `[limits]`, applied to the table (see [`crate::awareness`]), broadcast and relayed; and the
 //! table's memory charged to the node's budget.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::ConnKey;
@@ -12,7 +10,6 @@ use crate::awareness::{AwarenessError, Owner};
 use crate::cluster::relay::RelayKind;
 use crate::protocol::CloseCode;
 use crate::protocol::Message;
-use crate::session::{CloseSocket, UpdateRefused};
 
 /// Distinct client ids one attachment's refusals are logged for; past it, one last line says
 /// that further ones are only counted.
@@ -36,16 +33,11 @@ impl DocumentActor {
         };
         if error.is_limit() {
             tracing::warn!(document = %self.name, session = key.session, %error, "awareness refused: closing the document for this connection");
-            conn.session.do_send(UpdateRefused {
-                address: Arc::clone(&key.address),
-                reason: error.to_string(),
-            });
+            conn.session.update_refused(&key.address, error.to_string());
         } else {
             tracing::warn!(document = %self.name, session = key.session, %error, "closing connection after bad awareness");
-            conn.session.do_send(CloseSocket {
-                code: CloseCode::ResetConnection,
-                reason: error.to_string(),
-            });
+            conn.session
+                .close_socket(CloseCode::ResetConnection, error.to_string());
         }
         self.detach(key);
     }

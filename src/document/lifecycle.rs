@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::DocumentState;
+use super::Unregister;
 use super::actor::{DocumentActor, Phase, now_ms};
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cluster::WantLease;
 use crate::cluster::relay::stream_tip;
 use crate::protocol::Message;
-use crate::registry::Unregister;
 use crate::store::StoreError;
 
 /// Retries of a document load while the store is unreachable, within `documents.load_timeout_ms`.

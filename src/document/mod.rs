@@ -7,10 +7,12 @@ mod lifecycle;
 mod outbound;
 mod reloads;
 mod replication;
+mod session_handle;
 
 pub use actor::{
     DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
 };
+pub use session_handle::{CloseSocket, Outbound, SessionHandle, SessionLink, UpdateRefused};
 pub use zedi_protocol::document::{Applied, DocError, DocumentLimits, DocumentState};
 
 use std::sync::Arc;
@@ -22,4 +24,13 @@ use std::sync::Arc;
 pub struct ConnKey {
     pub session: u64,
     pub address: Arc<str>,
+}
+
+/// Sent by a document actor as it stops; the registry ignores it if the name has a newer actor
+/// already.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub name: Arc<str>,
+    pub id: u64,
 }

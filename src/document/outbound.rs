@@ -10,10 +10,10 @@ use std::task::Poll;
 use actix::prelude::*;
 use bytes::Bytes;
 
+use super::Outbound;
 use super::actor::{Conn, DocumentActor};
 use super::{ConnKey, DocumentState};
 use crate::protocol::{Message, SyncMessage, encode_body, prepend_address};
-use crate::session::Outbound;
 
 /// Hands a frame to a socket unless that would exceed its outbound share. The frame carries
 /// its charge: if the session is gone, dropping the undelivered message releases it.
@@ -21,7 +21,7 @@ fn deliver(conn: &Conn, frame: Bytes, ty: crate::protocol::MessageType, limit: u
     let Some(charge) = conn.meter.try_queue_outbound(frame.len(), limit) else {
         return false;
     };
-    conn.session.do_send(Outbound { frame, ty, charge });
+    conn.session.send(Outbound { frame, ty, charge });
     true
 }
 
