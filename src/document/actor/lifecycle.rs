@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::DocumentState;
-use super::Unregister;
-use super::actor::{DocumentActor, Phase, now_ms};
+use super::{DocumentActor, now_ms};
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cluster::WantLease;
 use crate::cluster::relay::stream_tip;
+use crate::document::compaction::CompactionStep;
+use crate::document::unload::UnloadStep;
+use crate::document::{DocumentState, Unregister};
 use crate::protocol::Message;
 use crate::store::StoreError;
 
@@ -73,16 +74,11 @@ impl DocumentActor {
                         tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
                     }
                     act.state = state;
-                    act.approx_bytes = act.state.encode_state().map_or(0, |s| s.len());
-                    act.measured_bytes = act.approx_bytes;
-                    act.charge_memory();
-                    act.log_len = stored.updates.len() as u64;
-                    act.phase = Phase::Ready;
+                    act.memory.measured(act.state.encode_state().map_or(0, |s| s.len()));
+                    act.compaction.loaded(stored.updates.len() as u64);
+                    act.unload.loaded();
                     match act.cluster.clone() {
-                        None => {
-                            act.fence = fence;
-                            act.owner = true;
-                        }
+                        None => act.compaction.owned_with(fence),
                         Some(cluster) => {
                             let me = ctx.address();
                             cluster.reader.subscribe(Arc::clone(&act.name), act.id, tip, me.clone().recipient(), me.clone().recipient());
@@ -99,7 +95,7 @@ impl DocumentActor {
                 Err(error) => {
                     act.metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
                     tracing::error!(document = %act.name, %error, "cannot load document");
-                    act.phase = Phase::Unloading;
+                    act.unload.load_failed();
                     act.registry.do_send(Unregister { name: Arc::clone(&act.name), id: act.id });
                     ctx.stop();
                 }
@@ -126,31 +122,23 @@ impl DocumentActor {
     }
 
     pub(super) fn maybe_compact(&mut self, ctx: &mut Context<Self>) {
-        // Only the lease owner folds the shared log (a single node always owns its documents).
-        if !self.owner
-            || self.compacting
-            || self.log_len < self.config.compact_after_updates
-            || self.inflight > 0
+        let fence = match self
+            .compaction
+            .next_step(Instant::now(), self.acks.in_flight())
         {
-            return;
-        }
-        if let Some(last) = self.last_compaction {
-            let since = last.elapsed();
-            if since < self.config.compact_min_interval {
-                if self.compact_timer.is_none() {
-                    let wait = self.config.compact_min_interval - since;
-                    self.compact_timer = Some(ctx.run_later(wait, |act, ctx| {
-                        act.compact_timer = None;
-                        act.maybe_compact(ctx);
-                    }));
-                }
+            CompactionStep::Nothing => return,
+            CompactionStep::RetryIn(wait) => {
+                let timer = ctx.run_later(wait, |act, ctx| {
+                    act.compaction.retry_fired();
+                    act.maybe_compact(ctx);
+                });
+                self.compaction.retry_armed(timer);
                 return;
             }
-        }
-        self.compacting = true;
+            CompactionStep::Compact { fence } => fence,
+        };
         let store = Arc::clone(self.persistence.store());
         let name = Arc::clone(&self.name);
-        let fence = self.fence;
         let metrics = Arc::clone(&self.metrics);
         ctx.spawn(
             async move {
@@ -163,62 +151,54 @@ impl DocumentActor {
                 result
             }
             .into_actor(self)
-            .map(|result, act, _| {
-                act.compacting = false;
-                act.last_compaction = Some(Instant::now());
-                match result {
-                    Ok(outcome) => {
-                        act.log_len = act.log_len.saturating_sub(outcome.folded_updates);
-                        tracing::debug!(document = %act.name, folded = outcome.folded_updates, bytes = outcome.snapshot_bytes, "compacted");
-                    }
-                    Err(error) => {
-                        act.metrics
-                            .store_errors_total
-                            .with_label_values(&["compact", error.kind()])
-                            .inc();
-                        tracing::warn!(document = %act.name, %error, "compaction failed; the log is kept");
-                    }
+            .map(|result, act, _| match result {
+                Ok(outcome) => {
+                    act.compaction
+                        .finished(Instant::now(), Some(outcome.folded_updates));
+                    tracing::debug!(document = %act.name, folded = outcome.folded_updates, bytes = outcome.snapshot_bytes, "compacted");
+                }
+                Err(error) => {
+                    act.compaction.finished(Instant::now(), None);
+                    act.metrics
+                        .store_errors_total
+                        .with_label_values(&["compact", error.kind()])
+                        .inc();
+                    tracing::warn!(document = %act.name, %error, "compaction failed; the log is kept");
                 }
             }),
         );
     }
 
     pub(super) fn maybe_schedule_unload(&mut self, ctx: &mut Context<Self>) {
-        if !self.conns.is_empty() || self.phase != Phase::Ready || self.unload_timer.is_some() {
-            return;
+        if self.unload.should_arm(!self.attachments.is_empty()) {
+            self.arm_unload(self.config.unload_grace, ctx);
         }
-        let handle = ctx.run_later(self.config.unload_grace, |act, ctx| {
-            act.unload_timer = None;
-            act.try_unload(ctx);
-        });
-        self.unload_timer = Some(handle);
+    }
+
+    fn arm_unload(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        let timer = ctx.run_later(after, |act, ctx| act.try_unload(ctx));
+        self.unload.armed(timer);
     }
 
     pub(super) fn cancel_unload(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.unload_timer.take() {
-            ctx.cancel_future(handle);
+        if let Some(timer) = self.unload.take_timer() {
+            ctx.cancel_future(timer);
         }
     }
 
     /// Unloads once nobody is attached and every accepted update is durable.
     fn try_unload(&mut self, ctx: &mut Context<Self>) {
-        if !self.conns.is_empty() || self.phase != Phase::Ready {
-            return;
+        let busy = self.acks.in_flight() > 0 || self.compaction.is_running();
+        match self.unload.fired(!self.attachments.is_empty(), busy) {
+            UnloadStep::Stay => {}
+            UnloadStep::RetrySoon => self.arm_unload(Duration::from_millis(50), ctx),
+            UnloadStep::Unload => {
+                self.registry.do_send(Unregister {
+                    name: Arc::clone(&self.name),
+                    id: self.id,
+                });
+                ctx.stop();
+            }
         }
-        if self.inflight > 0 || self.compacting {
-            // Writes still in flight: look again shortly rather than leave without them.
-            let handle = ctx.run_later(Duration::from_millis(50), |act, ctx| {
-                act.unload_timer = None;
-                act.try_unload(ctx);
-            });
-            self.unload_timer = Some(handle);
-            return;
-        }
-        self.phase = Phase::Unloading;
-        self.registry.do_send(Unregister {
-            name: Arc::clone(&self.name),
-            id: self.id,
-        });
-        ctx.stop();
     }
 }
