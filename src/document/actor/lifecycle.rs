@@ -7,17 +7,70 @@ use actix::prelude::*;
 
 use super::{DocumentActor, now_ms};
 use crate::backoff::{Backoff, BackoffPolicy};
-use crate::cluster::WantLease;
 use crate::cluster::relay::stream_tip;
+use crate::cluster::{Cluster, WantLease};
 use crate::document::compaction::CompactionStep;
 use crate::document::unload::UnloadStep;
 use crate::document::{DocumentState, Unregister};
+use crate::metrics::Metrics;
 use crate::protocol::Message;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, StoredDocument};
 
 /// Retries of a document load while the store is unreachable, within `documents.load_timeout_ms`.
 const LOAD_RETRY: BackoffPolicy =
     BackoffPolicy::new(Duration::from_millis(100), Duration::from_secs(2));
+
+/// The document's stream position in a cluster (empty on a single node), read before the load.
+async fn stream_position(cluster: Option<&Cluster>, name: &str) -> String {
+    let Some(c) = cluster else {
+        return String::new();
+    };
+    stream_tip(&c.pool, &c.keys, name).await.unwrap_or_else(|error| {
+        tracing::warn!(document = %name, %error, "cannot read the stream position; reading it from the start");
+        "0-0".to_string()
+    })
+}
+
+/// Reads the document and (single node) its fencing token, retrying a failing backend until
+/// `load_timeout` has passed: a store that is restarting gets a few seconds before the open
+/// fails.
+async fn read_with_retry(
+    store: Arc<dyn Store>,
+    name: &str,
+    metrics: &Metrics,
+    in_cluster: bool,
+    load_timeout: Duration,
+) -> Result<(StoredDocument, u64), StoreError> {
+    let deadline = Instant::now() + load_timeout;
+    let mut backoff = Backoff::new(LOAD_RETRY);
+    loop {
+        let started = Instant::now();
+        let stored = store.load(name).await;
+        metrics
+            .store_seconds
+            .with_label_values(&["load"])
+            .observe(started.elapsed().as_secs_f64());
+        // A single node takes its own fencing token from the store; a cluster node gets one
+        // with the Redis lease.
+        let result = match stored {
+            Ok(stored) if !in_cluster => store.next_fence(name).await.map(|fence| (stored, fence)),
+            Ok(stored) => Ok((stored, 0)),
+            Err(e) => Err(e),
+        };
+        match result {
+            // Only a backend failure can heal by waiting; corrupt data will not.
+            Err(error @ StoreError::Backend(_)) if Instant::now() + backoff.delay() < deadline => {
+                metrics
+                    .store_errors_total
+                    .with_label_values(&["load", error.kind()])
+                    .inc();
+                tracing::warn!(document = %name, %error, "load failed; retrying");
+                backoff.wait().await;
+            }
+            other => return other,
+        }
+    }
+}
 
 impl DocumentActor {
     /// Loads the document from the store. `wait` holds the mailbox until it is loaded, so no
@@ -32,75 +85,73 @@ impl DocumentActor {
         let load_timeout = self.config.load_timeout;
         ctx.wait(
             async move {
-                let tip = match &cluster {
-                    Some(c) => stream_tip(&c.pool, &c.keys, &name).await.unwrap_or_else(|error| {
-                        tracing::warn!(document = %name, %error, "cannot read the stream position; reading it from the start");
-                        "0-0".to_string()
-                    }),
-                    None => String::new(),
-                };
-                // A store that is restarting gets a few seconds before the open fails.
-                let deadline = Instant::now() + load_timeout;
-                let mut backoff = Backoff::new(LOAD_RETRY);
-                let result = loop {
-                    let started = Instant::now();
-                    let stored = store.load(&name).await;
-                    metrics.store_seconds.with_label_values(&["load"]).observe(started.elapsed().as_secs_f64());
-                    // A single node takes its own fencing token from the store; a cluster node
-                    // gets one with the Redis lease.
-                    let result = match (stored, &cluster) {
-                        (Ok(stored), None) => store.next_fence(&name).await.map(|fence| (stored, fence)),
-                        (Ok(stored), Some(_)) => Ok((stored, 0)),
-                        (Err(e), _) => Err(e),
-                    };
-                    match result {
-                        // Only a backend failure can heal by waiting; corrupt data will not.
-                        Err(error @ StoreError::Backend(_)) if Instant::now() + backoff.delay() < deadline => {
-                            metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
-                            tracing::warn!(document = %name, %error, "load failed; retrying");
-                            backoff.wait().await;
-                        }
-                        other => break other,
-                    }
-                };
+                let tip = stream_position(cluster.as_ref(), &name).await;
+                let result =
+                    read_with_retry(store, &name, &metrics, cluster.is_some(), load_timeout).await;
                 (result, tip)
             }
             .into_actor(self)
             .map(|(result, tip), act, ctx| match result {
-                Ok((stored, fence)) => {
-                    let (state, skipped) = DocumentState::restore(stored.entries(), act.config.limits);
-                    if skipped > 0 {
-                        act.metrics.store_errors_total.with_label_values(&["load", "corrupt"]).inc_by(skipped as u64);
-                        tracing::error!(document = %act.name, skipped, "stored updates that could not be applied were skipped");
-                    }
-                    act.state = state;
-                    act.memory.measured(act.state.encode_state().map_or(0, |s| s.len()));
-                    act.compaction.loaded(stored.updates.len() as u64);
-                    act.unload.loaded();
-                    match act.cluster.clone() {
-                        None => act.compaction.owned_with(fence),
-                        Some(cluster) => {
-                            let me = ctx.address();
-                            cluster.reader.subscribe(Arc::clone(&act.name), act.id, tip, me.clone().recipient(), me.clone().recipient());
-                            cluster.actor.do_send(WantLease {
-                                doc: Arc::clone(&act.name),
-                                id: act.id,
-                                floor: stored.fence,
-                                notify: me.recipient(),
-                            });
-                        }
-                    }
-                    act.start_awareness_expiry(ctx);
-                }
-                Err(error) => {
-                    act.metrics.store_errors_total.with_label_values(&["load", error.kind()]).inc();
-                    tracing::error!(document = %act.name, %error, "cannot load document");
-                    act.unload.load_failed();
-                    act.registry.do_send(Unregister { name: Arc::clone(&act.name), id: act.id });
-                    ctx.stop();
-                }
+                Ok((stored, fence)) => act.loaded(&stored, fence, tip, ctx),
+                Err(error) => act.load_failed(&error, ctx),
             }),
         );
+    }
+
+    fn loaded(
+        &mut self,
+        stored: &StoredDocument,
+        fence: u64,
+        tip: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let (state, skipped) = DocumentState::restore(stored.entries(), self.config.limits);
+        if skipped > 0 {
+            self.metrics
+                .store_errors_total
+                .with_label_values(&["load", "corrupt"])
+                .inc_by(skipped as u64);
+            tracing::error!(document = %self.name, skipped, "stored updates that could not be applied were skipped");
+        }
+        self.state = state;
+        self.memory
+            .measured(self.state.encode_state().map_or(0, |s| s.len()));
+        self.compaction.loaded(stored.updates.len() as u64);
+        self.unload.loaded();
+        match self.cluster.clone() {
+            None => self.compaction.owned_with(fence),
+            Some(cluster) => {
+                let me = ctx.address();
+                cluster.reader.subscribe(
+                    Arc::clone(&self.name),
+                    self.id,
+                    tip,
+                    me.clone().recipient(),
+                    me.clone().recipient(),
+                );
+                cluster.actor.do_send(WantLease {
+                    doc: Arc::clone(&self.name),
+                    id: self.id,
+                    floor: stored.fence,
+                    notify: me.recipient(),
+                });
+            }
+        }
+        self.start_awareness_expiry(ctx);
+    }
+
+    fn load_failed(&mut self, error: &StoreError, ctx: &mut Context<Self>) {
+        self.metrics
+            .store_errors_total
+            .with_label_values(&["load", error.kind()])
+            .inc();
+        tracing::error!(document = %self.name, %error, "cannot load document");
+        self.unload.load_failed();
+        self.registry.do_send(Unregister {
+            name: Arc::clone(&self.name),
+            id: self.id,
+        });
+        ctx.stop();
     }
 
     /// Removes awareness states nobody renewed (their client is gone without saying so).
