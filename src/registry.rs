@@ -13,6 +13,7 @@ use actix::prelude::*;
 
 use crate::budget::Pressure;
 use crate::cluster::Cluster;
+pub use crate::document::Unregister;
 use crate::document::{DocumentActor, DocumentConfig, JoinError};
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
@@ -23,14 +24,6 @@ use crate::persistence::Persistence;
 #[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
 pub struct Open {
     pub name: Arc<str>,
-}
-
-/// Sent by a document actor as it stops; ignored if the name has a newer actor already.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unregister {
-    pub name: Arc<str>,
-    pub id: u64,
 }
 
 pub struct Registry {
@@ -92,7 +85,7 @@ impl Handler<Open> for Registry {
         let metrics = Arc::clone(&self.metrics);
         let config = self.config.clone();
         let cluster = self.cluster.clone();
-        let registry = ctx.address();
+        let registry = ctx.address().recipient();
         let make = move |_: &mut Context<DocumentActor>| {
             DocumentActor::new(name, id, persistence, registry, metrics, config, cluster)
         };

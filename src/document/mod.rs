@@ -1,18 +1,30 @@
 //! One open document: [`DocumentActor`] owns its [`DocumentState`] (the `yrs::Doc` and its
 //! awareness), relays between the sessions attached to it, and hands updates to persistence.
+//!
+//! The actor ([`actor`]) composes parts that each own their data and know nothing of actix
+//! beyond a timer handle, so each is tested alone:
+//! - `attachments`: who is attached, read-only or not, and each socket's outbound share;
+//! - `acks`: updates waiting for the store; the one place that decides `SyncStatus(true)`;
+//! - `compaction`: after `compact_after_updates` entries, at most once per interval, by the owner;
+//! - `unload`: loading / ready / unloading, and the unload timer;
+//! - `memory`: the size estimate the document limit is checked against, and the budget charges;
+//! - `session_handle`: what the document holds of a session, and the messages it sends one.
 
+mod acks;
 mod actor;
-mod awareness;
-mod lifecycle;
-mod outbound;
+mod attachments;
+mod compaction;
+mod memory;
+mod messages;
 mod reloads;
-mod replication;
+mod session_handle;
 mod settings;
-pub use settings::DocumentSettings;
+mod unload;
 
-pub use actor::{
-    DocumentActor, DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
-};
+pub use actor::DocumentActor;
+pub use messages::{DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess};
+pub use session_handle::{CloseSocket, Outbound, SessionHandle, SessionLink, UpdateRefused};
+pub use settings::DocumentSettings;
 pub use zedi_protocol::document::{Applied, DocError, DocumentLimits, DocumentState};
 
 use std::sync::Arc;
@@ -24,4 +36,13 @@ use std::sync::Arc;
 pub struct ConnKey {
     pub session: u64,
     pub address: Arc<str>,
+}
+
+/// Sent by a document actor as it stops; the registry ignores it if the name has a newer actor
+/// already.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub name: Arc<str>,
+    pub id: u64,
 }

@@ -18,7 +18,9 @@ use actix_web_actors::ws;
 use super::{Grant, Queued, SessionActor, Slot};
 use crate::auth::{Access, Decision};
 use crate::budget::Holder;
-use crate::document::{ConnKey, DocumentActor, FromSession, Join, JoinError, Leave, SetAccess};
+use crate::document::{
+    ConnKey, DocumentActor, FromSession, Join, JoinError, Leave, SessionHandle, SetAccess,
+};
 use crate::protocol::CloseCode;
 use crate::protocol::{AuthMessage, Message, SCOPE_READ_ONLY, SCOPE_READ_WRITE, document_name};
 use crate::registry::Open;
@@ -363,7 +365,7 @@ impl SessionActor {
         };
         let join = Join {
             key: key.clone(),
-            session: ctx.address(),
+            session: SessionHandle::new(ctx.address()),
             read_only: grant.read_only,
             meter: Arc::clone(&self.meter),
         };

@@ -9,7 +9,6 @@ mod settings;
 pub use settings::Timeouts;
 mod input;
 mod refusals;
-pub use refusals::UpdateRefused;
 mod slots;
 mod ticker;
 
@@ -22,7 +21,9 @@ use actix_web_actors::ws;
 use bytes::Bytes;
 
 use crate::auth::Authorizer;
-use crate::budget::{Holder, OutboundCharge, SocketMeter};
+use crate::budget::{Holder, SocketMeter};
+// The messages a document sends a session are defined on the document's side.
+pub use crate::document::{CloseSocket, Outbound, UpdateRefused};
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
 use crate::limits::Limits;
 use crate::limits::{ConnectionSlot, TokenBucket};
@@ -45,24 +46,6 @@ pub fn next_session_id() -> u64 {
 /// With reading paused a client cannot get there by sending fast, only by packing thousands of
 /// tiny frames into what the server had already read; it is a safety net, not the limit.
 const MAX_RATE_DEBT_BURSTS: f64 = 10.0;
-
-/// A frame for the client, already encoded (the document actor encodes a broadcast once).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Outbound {
-    pub frame: Bytes,
-    pub ty: MessageType,
-    /// The frame's bytes on the socket's meter, until the socket's context has them.
-    pub charge: OutboundCharge,
-}
-
-/// Close the whole socket (a protocol error found by a document actor, or shutdown).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct CloseSocket {
-    pub code: CloseCode,
-    pub reason: String,
-}
 
 /// Everything a session needs, shared by all sessions of the node.
 pub struct SessionContext {

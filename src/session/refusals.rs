@@ -9,15 +9,7 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 
 use super::SessionActor;
-
-/// Sent by a document actor after it refused an update (answered `SyncStatus(0)`) or an
-/// awareness state over its size or depth bound.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UpdateRefused {
-    pub address: std::sync::Arc<str>,
-    pub reason: String,
-}
+use crate::document::UpdateRefused;
 
 impl Handler<UpdateRefused> for SessionActor {
     type Result = ();

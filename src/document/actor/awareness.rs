@@ -2,27 +2,21 @@
 //! `[limits]`, applied to the table (see [`crate::awareness`]), broadcast and relayed; and the
 //! table's memory charged to the node's budget.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
-use super::ConnKey;
-use super::actor::{DocumentActor, now_ms};
-use crate::awareness::{AwarenessError, Owner};
+use super::{DocumentActor, now_ms};
+use crate::awareness::AwarenessError;
 use crate::cluster::relay::RelayKind;
+use crate::document::ConnKey;
+use crate::document::attachments::RefusalLog;
 use crate::protocol::CloseCode;
 use crate::protocol::Message;
-use crate::session::{CloseSocket, UpdateRefused};
-
-/// Distinct client ids one attachment's refusals are logged for; past it, one last line says
-/// that further ones are only counted.
-const MAX_REFUSALS_LOGGED: usize = 8;
 
 impl DocumentActor {
     /// Sets the awareness charge to what the table now holds; called after every change to it.
     pub(super) fn awareness_changed(&mut self) {
-        self.awareness_charge
-            .set(self.state.awareness.memory_bytes());
+        self.memory
+            .awareness_holds(self.state.awareness.memory_bytes());
     }
 
     /// An awareness update the document will not take. A state over the size or depth bound
@@ -31,21 +25,19 @@ impl DocumentActor {
     /// malformed update, which no provider sends, closes the socket.
     fn refuse_awareness(&mut self, key: &ConnKey, error: &AwarenessError) {
         self.metrics.protocol_error(error.kind());
-        let Some(conn) = self.conns.get(key) else {
+        let Some(attachment) = self.attachments.get(key) else {
             return;
         };
         if error.is_limit() {
             tracing::warn!(document = %self.name, session = key.session, %error, "awareness refused: closing the document for this connection");
-            conn.session.do_send(UpdateRefused {
-                address: Arc::clone(&key.address),
-                reason: error.to_string(),
-            });
+            attachment
+                .session()
+                .update_refused(&key.address, error.to_string());
         } else {
             tracing::warn!(document = %self.name, session = key.session, %error, "closing connection after bad awareness");
-            conn.session.do_send(CloseSocket {
-                code: CloseCode::ResetConnection,
-                reason: error.to_string(),
-            });
+            attachment
+                .session()
+                .close_socket(CloseCode::ResetConnection, error.to_string());
         }
         self.detach(key);
     }
@@ -56,25 +48,26 @@ impl DocumentActor {
                 Ok(entries) => entries,
                 Err(e) => return self.refuse_awareness(&key, &e),
             };
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(attachment) = self.attachments.get_mut(&key) else {
             return;
         };
-        let owner = Owner::Connection(conn.awareness_owner);
-        let changes = self.state.awareness.apply(owner, &entries, now_ms());
+        let changes = self
+            .state
+            .awareness
+            .apply(attachment.awareness_owner(), &entries, now_ms());
         // Entries for another connection's client (here or on another node) are dropped; the
         // rest of the frame stands. Not a reason to close: a provider that reconnected while
         // its old socket is still attached sends such entries until that one goes away.
         for id in &changes.refused {
             self.metrics.protocol_error("awareness_not_owner");
-            let logged = &mut conn.refusals_logged;
-            if logged.contains(id) || logged.len() > MAX_REFUSALS_LOGGED {
-                continue;
-            }
-            logged.push(*id);
-            if logged.len() > MAX_REFUSALS_LOGGED {
-                tracing::warn!(document = %self.name, session = key.session, "more awareness entries for other connections' clients refused; no longer logged for this connection");
-            } else {
-                tracing::warn!(document = %self.name, session = key.session, client_id = id, "awareness entry refused: the client id belongs to another connection");
+            match attachment.refused_client(*id) {
+                RefusalLog::Quiet => {}
+                RefusalLog::Log => {
+                    tracing::warn!(document = %self.name, session = key.session, client_id = id, "awareness entry refused: the client id belongs to another connection");
+                }
+                RefusalLog::LogLast => {
+                    tracing::warn!(document = %self.name, session = key.session, "more awareness entries for other connections' clients refused; no longer logged for this connection");
+                }
             }
         }
         // Entries that would give this connection one client id too many: dropped the same
@@ -86,9 +79,8 @@ impl DocumentActor {
                 .inc_by(changes.over_limit.len() as u64);
         }
         if let Some(first) = changes.over_limit.first()
-            && !conn.awareness_over_limit_logged
+            && attachment.first_over_limit()
         {
-            conn.awareness_over_limit_logged = true;
             tracing::warn!(document = %self.name, session = key.session, client_id = first, limit = self.config.limits.awareness.max_clients_per_connection, "awareness entry refused: the connection owns as many client ids as it may; further ones are only counted");
         }
         // Even with nothing to broadcast the table may have changed (a removal of an unknown

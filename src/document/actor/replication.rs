@@ -8,11 +8,11 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::actor::DocumentActor;
-use super::{DocError, DocumentState};
+use super::{DocumentActor, now_ms};
 use crate::awareness::Owner;
 use crate::cluster::LeaseChanged;
 use crate::cluster::relay::{CatchUp, RelayKind, RemoteEntry};
+use crate::document::{DocError, DocumentState};
 use crate::protocol::Message;
 
 impl DocumentActor {
@@ -58,7 +58,7 @@ impl Handler<RemoteEntry> for DocumentActor {
                 &self.config.limits.awareness,
             ) {
                 Ok(entries) => {
-                    let now = super::actor::now_ms();
+                    let now = now_ms();
                     let changes = self.state.awareness.apply(Owner::Remote, &entries, now);
                     self.awareness_changed();
                     // Another node's client claiming an id a local connection owns: that node
@@ -112,10 +112,11 @@ impl Handler<LeaseChanged> for DocumentActor {
     type Result = ();
 
     fn handle(&mut self, msg: LeaseChanged, ctx: &mut Self::Context) {
-        self.owner = msg.owner;
         if msg.owner {
-            self.fence = msg.fence;
+            self.compaction.owned_with(msg.fence);
             self.maybe_compact(ctx);
+        } else {
+            self.compaction.disowned();
         }
     }
 }

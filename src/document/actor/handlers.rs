@@ -1,0 +1,150 @@
+//! What a document actor does with each message a session sends it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::DocumentActor;
+use crate::cluster::relay::RelayKind;
+use crate::document::attachments::Attachment;
+use crate::document::{
+    ConnKey, DocError, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
+};
+use crate::protocol::{Message, SyncMessage};
+use crate::store::AppendItem;
+
+impl DocumentActor {
+    fn handle_update(&mut self, key: ConnKey, update: Bytes, ctx: &mut Context<Self>) {
+        let Some(attachment) = self.attachments.get(&key) else {
+            return;
+        };
+        if attachment.read_only() {
+            // Hocuspocus acks what is already known (the handshake) and refuses the rest.
+            let known = match self.state.contains_update(&update) {
+                Ok(known) => known,
+                Err(e) => return self.refuse_update(&key, &e),
+            };
+            self.send_to(&key, &Message::SyncStatus(known));
+            return;
+        }
+        // Reserve room in the write queue *before* applying, so a full queue refuses the
+        // update instead of applying something that might not become durable.
+        let Ok(reservation) = self.persistence.try_reserve() else {
+            // Refuse, and close the socket: the provider keeps the edit, reconnects with
+            // backoff and sends it again in its SyncStep2 once the store has caught up.
+            self.metrics.writes_refused_total.inc();
+            tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
+            self.send_to(&key, &Message::SyncStatus(false));
+            self.close_socket(&key, "store overloaded; reconnect later");
+            return;
+        };
+        let state = &self.state;
+        if !self.memory.has_room_for(update.len(), || {
+            state.encode_state().map_or(usize::MAX / 2, |s| s.len())
+        }) {
+            self.metrics.protocol_error("document_too_large");
+            tracing::warn!(document = %self.name, session = key.session, limit = self.memory.max_bytes(), "update refused: document too large");
+            self.send_to(&key, &Message::SyncStatus(false));
+            self.send_to(&key, &Message::Close(Some("document too large")));
+            self.detach(&key);
+            return;
+        }
+        let started = Instant::now();
+        let applied = match self.state.apply_update(&update) {
+            Ok(applied) => applied,
+            Err(DocError::Poisoned) => return self.internal_fault(Some(&key), ctx),
+            Err(e) => return self.refuse_update(&key, &e),
+        };
+        self.metrics
+            .update_apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.memory.grew(update.len());
+        if let Some(changes) = applied.broadcast {
+            self.queue_update_broadcast(changes, ctx);
+        }
+        let item = applied.store.then(|| {
+            self.publish(RelayKind::Update, update.clone());
+            self.compaction.appended();
+            AppendItem {
+                name: Arc::clone(&self.name),
+                update,
+            }
+        });
+        if self.acks.push(key, reservation.submit(item)) {
+            ctx.spawn(super::outbound::AckWaiter);
+        }
+    }
+}
+
+impl Handler<Join> for DocumentActor {
+    type Result = Result<(), JoinError>;
+
+    fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
+        self.unload.admit()?;
+        self.cancel_unload(ctx);
+        let attachment = Attachment::new(join.session, join.read_only, join.meter);
+        self.attachments.attach(join.key.clone(), attachment);
+        if let Some(states) = self.state.awareness.encode_live() {
+            self.send_to(&join.key, &Message::Awareness(&states));
+        }
+        Ok(())
+    }
+}
+
+impl Handler<FromSession> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromSession, ctx: &mut Self::Context) {
+        if !self.attachments.contains(&msg.key) {
+            return; // detached meanwhile (closed after an error): drop what was in flight
+        }
+        let key = msg.key;
+        match msg.input {
+            SessionInput::SyncStep1(sv) => match self.state.sync_step1_reply(&sv) {
+                Ok((server_sv, diff)) => {
+                    self.send_to(&key, &Message::Sync(SyncMessage::Step1(&server_sv)));
+                    self.send_to(&key, &Message::Sync(SyncMessage::Step2(&diff)));
+                }
+                Err(e) => self.refuse_update(&key, &e),
+            },
+            SessionInput::Update(update) => self.handle_update(key, update, ctx),
+            SessionInput::Awareness(payload) => self.handle_awareness(key, &payload),
+            SessionInput::QueryAwareness => {
+                let states = self
+                    .state
+                    .awareness
+                    .encode_live()
+                    .unwrap_or_else(|| vec![0]);
+                self.send_to(&key, &Message::Awareness(&states));
+            }
+            SessionInput::Stateless(payload) => {
+                self.broadcast(&Message::Stateless(&payload), Some(&key));
+                self.publish(RelayKind::Stateless, Bytes::from(payload));
+            }
+        }
+        // An error above may have detached the last attachment.
+        self.maybe_schedule_unload(ctx);
+    }
+}
+
+impl Handler<Leave> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        if msg.acknowledge {
+            self.send_to(&msg.key, &Message::Close(Some("provider_initiated")));
+        }
+        self.detach(&msg.key);
+        self.maybe_schedule_unload(ctx);
+    }
+}
+
+impl Handler<SetAccess> for DocumentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAccess, _: &mut Self::Context) {
+        self.attachments.set_read_only(&msg.key, msg.read_only);
+    }
+}
