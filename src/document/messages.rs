@@ -26,6 +26,8 @@ pub struct DocumentConfig {
     /// How long a load keeps retrying a failing store before the document is declared
     /// unavailable (sessions then get a CLOSE for it).
     pub load_timeout: Duration,
+    /// Waits between the attempts of a failing load (`documents.load_retry_*`).
+    pub load_retry: crate::backoff::BackoffPolicy,
     pub awareness_timeout: Duration,
     pub compact_after_updates: u64,
     pub compact_min_interval: Duration,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::BackoffPolicy;
 use crate::values::{InvalidSetting, millis, require};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -15,13 +16,28 @@ pub struct DocumentSettings {
     /// A load from the store that takes longer fails the joins waiting for it.
     #[serde(rename = "load_timeout_ms", with = "millis")]
     pub load_timeout: Duration,
+    /// First wait between two attempts of a failing load; doubles up to `load_retry_max`.
+    #[serde(rename = "load_retry_initial_ms", with = "millis")]
+    pub load_retry_initial: Duration,
+    #[serde(rename = "load_retry_max_ms", with = "millis")]
+    pub load_retry_max: Duration,
     /// An awareness client that says nothing for this long is removed.
     #[serde(rename = "awareness_timeout_ms", with = "millis")]
     pub awareness_timeout: Duration,
 }
 
 impl DocumentSettings {
+    /// How a failing load is retried within `load_timeout`.
+    pub fn load_retry(&self) -> BackoffPolicy {
+        BackoffPolicy::new(self.load_retry_initial, self.load_retry_max)
+    }
+
     pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            !self.load_retry_initial.is_zero() && self.load_retry_max >= self.load_retry_initial,
+            "documents.load_retry_max_ms",
+            "load_retry_initial_ms must be > 0 and load_retry_max_ms >= load_retry_initial_ms",
+        )?;
         require(
             self.awareness_timeout >= Duration::from_secs(1),
             "documents.awareness_timeout_ms",

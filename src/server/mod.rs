@@ -216,6 +216,7 @@ fn document_config(settings: &Settings, budget: &Arc<MemoryBudget>) -> DocumentC
         },
         unload_grace: settings.documents.unload_grace,
         load_timeout: settings.documents.load_timeout,
+        load_retry: settings.documents.load_retry(),
         awareness_timeout: settings.documents.awareness_timeout,
         compact_after_updates: settings.store.compact_after_updates,
         compact_min_interval: settings.store.compact_min_interval,

@@ -16,10 +16,6 @@ use crate::metrics::Metrics;
 use crate::protocol::Message;
 use crate::store::{Store, StoreError, StoredDocument};
 
-/// Retries of a document load while the store is unreachable, within `documents.load_timeout_ms`.
-const LOAD_RETRY: BackoffPolicy =
-    BackoffPolicy::new(Duration::from_millis(100), Duration::from_secs(2));
-
 /// The document's stream position in a cluster (empty on a single node), read before the load.
 async fn stream_position(cluster: Option<&Cluster>, name: &str) -> String {
     let Some(c) = cluster else {
@@ -40,9 +36,10 @@ async fn read_with_retry(
     metrics: &Metrics,
     in_cluster: bool,
     load_timeout: Duration,
+    retry: BackoffPolicy,
 ) -> Result<(StoredDocument, u64), StoreError> {
     let deadline = Instant::now() + load_timeout;
-    let mut backoff = Backoff::new(LOAD_RETRY);
+    let mut backoff = Backoff::new(retry);
     loop {
         let started = Instant::now();
         let stored = store.load(name).await;
@@ -83,11 +80,19 @@ impl DocumentActor {
         let metrics = Arc::clone(&self.metrics);
         let cluster = self.cluster.clone();
         let load_timeout = self.config.load_timeout;
+        let load_retry = self.config.load_retry;
         ctx.wait(
             async move {
                 let tip = stream_position(cluster.as_ref(), &name).await;
-                let result =
-                    read_with_retry(store, &name, &metrics, cluster.is_some(), load_timeout).await;
+                let result = read_with_retry(
+                    store,
+                    &name,
+                    &metrics,
+                    cluster.is_some(),
+                    load_timeout,
+                    load_retry,
+                )
+                .await;
                 (result, tip)
             }
             .into_actor(self)
