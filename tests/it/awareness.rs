@@ -39,12 +39,10 @@ fn query(client: &mut Client) -> Vec<(u64, u64, String)> {
 }
 
 fn refusals(daemon: &Daemon) -> u64 {
-    let metrics = daemon.metrics();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("zedi_protocol_errors_total{kind=\"awareness_not_owner\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no awareness_not_owner counter in {metrics}"))
+    daemon.metrics().value(
+        "zedi_protocol_errors_total",
+        &[("kind", "awareness_not_owner")],
+    ) as u64
 }
 
 #[test]

@@ -53,28 +53,16 @@ fn expect_document_closed(client: &mut Client) -> String {
     }
 }
 
-fn counter(daemon: &Daemon, line_prefix: &str) -> u64 {
-    let metrics = daemon.metrics();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no {line_prefix:?} in {metrics}"))
-}
-
 fn protocol_errors(daemon: &Daemon, kind: &str) -> u64 {
-    counter(
-        daemon,
-        &format!("zedi_protocol_errors_total{{kind=\"{kind}\"}} "),
-    )
+    daemon
+        .metrics()
+        .value("zedi_protocol_errors_total", &[("kind", kind)]) as u64
 }
 
 fn awareness_budget(daemon: &Daemon) -> u64 {
-    counter(
-        daemon,
-        "zedi_memory_budget_used_bytes{holder=\"awareness\"} ",
-    )
+    daemon
+        .metrics()
+        .value("zedi_memory_budget_used_bytes", &[("holder", "awareness")]) as u64
 }
 
 /// Polls `/metrics` until the awareness budget satisfies `cond` (bounded); returns it.

@@ -34,7 +34,8 @@ const HONEST: [u64; 3] = [EDITOR_ID, WATCHER_ID, CALM_ID];
 const SIDE_DOC: &str = "attackers-other-document";
 /// Bounded wait for anything the daemon should answer; generous so slow machines pass.
 const WAIT: Duration = Duration::from_secs(30);
-const INVALID_UPDATE: &str = "zedi_protocol_errors_total{kind=\"invalid_update\"}";
+const INVALID_UPDATE: (&str, &[(&str, &str)]) =
+    ("zedi_protocol_errors_total", &[("kind", "invalid_update")]);
 
 // ---------------------------------------------------------------------------------------------
 // Crafting updates (lib0 encoding, Yjs update v1)
@@ -157,11 +158,11 @@ fn short(s: &str) -> String {
     format!("{head:?}… ({} bytes)", s.len())
 }
 
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// Refused updates so far. The daemon creates this series at the first refusal, so until then
+/// it is absent and reads 0.
+fn invalid_updates(daemon: &Daemon) -> f64 {
+    let (name, labels) = INVALID_UPDATE;
+    daemon.metrics().get(name, labels).unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,7 +437,7 @@ impl Scene {
         let mut attacker = daemon.ws();
         try_open(&mut attacker, doc, &[0]).unwrap();
         try_open(&mut attacker, SIDE_DOC, &[0]).unwrap();
-        let invalid_before = counter(&daemon.metrics(), INVALID_UPDATE);
+        let invalid_before = invalid_updates(&daemon);
         Scene {
             daemon,
             doc,
@@ -615,10 +616,10 @@ impl Scene {
                 )
             },
         );
-        let invalid = counter(&self.daemon.metrics(), INVALID_UPDATE);
+        let invalid = invalid_updates(&self.daemon);
         p.check(invalid > self.invalid_before, || {
             format!(
-                "{INVALID_UPDATE} did not grow ({} → {invalid})",
+                "{INVALID_UPDATE:?} did not grow ({} → {invalid})",
                 self.invalid_before
             )
         });
@@ -719,7 +720,6 @@ fn malformed_json_item_does_not_blank_the_document_for_late_joiners() {
 /// the snapshot then did not decode, so after a restart the honest content was gone.
 #[test]
 fn malformed_json_item_does_not_lose_the_document_after_compaction_and_restart() {
-    const COMPACT: &str = "zedi_store_seconds_count{op=\"compact\"}";
     let mut s = Scene::start(
         "compacted",
         &[
@@ -736,11 +736,9 @@ fn malformed_json_item_does_not_lose_the_document_after_compaction_and_restart()
         s.editor.edit(&format!(" Edit {i}.")).unwrap();
         s.editor.await_ack().unwrap();
     }
-    let deadline = Instant::now() + WAIT;
-    while counter(&s.daemon.metrics(), COMPACT) < 1.0 {
-        assert!(Instant::now() < deadline, "no compaction happened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.daemon.wait_metrics("a compaction", |m| {
+        m.value("zedi_store_seconds_count", &[("op", "compact")]) >= 1.0
+    });
     s.honest_editing_goes_on(&mut p, Expect::Refused);
     s.refused(&mut p, &answer);
     s.daemon.restart();

@@ -82,12 +82,11 @@ fn fractional_expiries_are_enforced() {
     c.expect("token refresh request", |a, m| {
         a == "soon" && matches!(m, Message::Auth(AuthMessage::Token { token: "", .. }))
     });
-    assert!(
+    assert_eq!(
         daemon
             .metrics()
-            .contains("zedi_auth_results_total{result=\"expired\"} 1"),
-        "{}",
-        daemon.metrics()
+            .value("zedi_auth_results_total", &[("result", "expired")]),
+        1.0
     );
 }
 

@@ -290,6 +290,10 @@ async fn datapoints(endpoint: &str, metric: &str, service: &str) -> Vec<f64> {
         .collect()
 }
 
+fn publishes(metrics: &common::Metrics, result: &str) -> f64 {
+    metrics.value("zedi_cloudwatch_publish_total", &[("result", result)])
+}
+
 #[tokio::test]
 async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_serving() {
     let moto = Moto::start();
@@ -335,11 +339,8 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(
-        daemon
-            .metrics()
-            .contains("zedi_cloudwatch_publish_total{result=\"ok\"}")
-    );
+    // Counted when the emulator's answer is back, which may be a moment after it shows the data.
+    daemon.wait_metrics("a publish counted ok", |m| publishes(m, "ok") >= 1.0);
     // MemoryPressure went in the same call, with the same dimensions.
     let pressure = datapoints(&endpoint, "MemoryPressure", "zedi-realtime").await;
     assert!(
@@ -368,10 +369,7 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
     // The API goes away: failures are counted, editing goes on.
     drop(moto);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon
-        .metrics()
-        .contains("zedi_cloudwatch_publish_total{result=\"error\"}")
-    {
+    while publishes(&daemon.metrics(), "error") < 1.0 {
         assert!(
             Instant::now() < deadline,
             "publish failures were not counted"
@@ -401,13 +399,8 @@ fn the_metrics_catalogue_matches_what_the_daemon_exposes() {
     let catalogue = std::fs::read_to_string(common::repo_path("docs/metrics.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    let exposed: std::collections::BTreeSet<String> = daemon
-        .metrics()
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect();
+    let exposed: std::collections::BTreeSet<String> =
+        daemon.metrics().families().map(String::from).collect();
     assert!(exposed.len() > 20, "{exposed:?}");
     for name in &exposed {
         assert!(

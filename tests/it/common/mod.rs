@@ -2,6 +2,7 @@
 //! over real sockets. Every process is killed on drop; every wait is bounded.
 
 pub mod awareness;
+pub mod metrics;
 pub mod pg;
 pub mod redis;
 
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tungstenite::{Message as WsMessage, WebSocket, stream::MaybeTlsStream};
 use zedi_sync::protocol::{self, AuthMessage, Message, Packet, SyncMessage};
+
+pub use metrics::Metrics;
 
 /// The daemon under test (`ZEDI_BIN`, see [`workspace_bin`]).
 pub fn bin() -> PathBuf {
@@ -149,8 +152,25 @@ impl Daemon {
         serde_json::from_str(&body).expect("health is JSON")
     }
 
-    pub fn metrics(&self) -> String {
-        http_get(self.port, "/metrics").expect("metrics answer").1
+    pub fn metrics(&self) -> Metrics {
+        Metrics::fetch(self.port)
+    }
+
+    /// Scrapes `/metrics` until `cond` holds (bounded); returns that scrape. A timeout fails the
+    /// test with `what` and the last scrape.
+    pub fn wait_metrics(&self, what: &str, cond: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let metrics = self.metrics();
+            if cond(&metrics) {
+                return metrics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last /metrics:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until `/health` satisfies `cond` (bounded).
@@ -496,18 +516,16 @@ impl Client {
     }
 }
 
-/// The value of one sample of the daemon's /metrics (`name{labels}` as rendered), 0 if absent.
-pub fn metric(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+/// Polls `cond` until it holds, for at most `timeout`; a timeout fails the test naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Resident memory of a process, in bytes, from /proc.
