@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Client, Daemon};
+use common::{Client, Daemon, wait_until};
 use zedi_sync::awareness::encode_update;
 use zedi_sync::protocol::Message;
 
@@ -146,7 +146,11 @@ fn a_provider_reconnecting_with_its_client_id_gets_it_back() {
         DOC,
         Message::Awareness(&awareness(&[(VICTIM, 2, r#"{"v":2}"#)])),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        "the second socket's awareness refused",
+        Duration::from_secs(10),
+        || refusals(&daemon) >= 1,
+    );
     assert_eq!(refusals(&daemon), 1);
     assert_eq!(
         query(&mut observer),

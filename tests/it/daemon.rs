@@ -476,6 +476,7 @@ fn v4_providers_get_one_byte_pings_and_idle_sockets_time_out() {
     // Keep answering: still open after longer than the idle timeout.
     for _ in 0..10 {
         c.send_raw(protocol::PONG_FRAME.to_vec());
+        // Pacing: the pongs must span more than the idle timeout for the check to mean anything.
         std::thread::sleep(Duration::from_millis(200));
     }
     c.send(

@@ -413,6 +413,7 @@ fn preauth_queues_of_many_addresses_together_stop_at_a_quarter_of_the_budget() {
     for _ in 0..10 {
         let held = metric(&daemon.metrics(), series);
         assert!(held <= bound, "pre-auth bytes held: {held} > {bound}");
+        // The bound must hold over time, not at one instant: sample it for a second.
         std::thread::sleep(Duration::from_millis(100));
     }
     still_edits(&mut editor, "shared", 8);
@@ -452,6 +453,7 @@ fn unfinished_frames_of_many_sockets_together_stop_at_a_quarter_of_the_budget() 
     for _ in 0..10 {
         let held = metric(&daemon.metrics(), series);
         assert!(held <= bound, "partial frame bytes held: {held} > {bound}");
+        // The bound must hold over time, not at one instant: sample it for a second.
         std::thread::sleep(Duration::from_millis(100));
     }
     still_edits(&mut editor, "doc", 8);

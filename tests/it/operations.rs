@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, bin, free_port, http_get, render, text_update};
+use common::{Daemon, bin, free_port, http_get, render, text_update, wait_until};
 use zedi_sync::protocol::{Message, SyncMessage};
 
 fn signal(pid: u32, sig: &str) {
@@ -28,11 +28,9 @@ fn spawn_piped(data: &std::path::Path, env: &[(&str, &str)]) -> (std::process::C
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(port, "/health").map(|(s, _)| s) != Some(200) {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the daemon to start", Duration::from_secs(20), || {
+        http_get(port, "/health").map(|(s, _)| s) == Some(200)
+    });
     (child, port)
 }
 
@@ -107,6 +105,7 @@ fn a_second_signal_exits_at_once() {
         ],
     );
     signal(child.id(), "-TERM");
+    // What is checked is that nothing happens: the daemon is still there a moment later.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -234,11 +233,9 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("moto_server to start", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         Moto { child, port }
     }
 }
