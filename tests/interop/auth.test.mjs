@@ -15,6 +15,7 @@ import {
   createProvider,
   createSocket,
   freePort,
+  openProvider,
   sleep,
   startServer,
   test,
@@ -120,8 +121,7 @@ async function attempt(name, token, options = {}) {
 /** A document with content written by a trusted writer (HS256 service token). */
 async function seeded(label, content) {
   const name = uniqueDoc(label);
-  const writer = createProvider({ url: server.url, name, token: signHs256(HS_SECRET, { sub: 'svc', exp: now() + 600 }) });
-  await waitSynced(writer);
+  const writer = await openProvider({ url: server.url, name, token: signHs256(HS_SECRET, { sub: 'svc', exp: now() + 600 }) });
   writer.document.getText('default').insert(0, content);
   await waitSynced(writer);
   return { name, writer };
@@ -268,7 +268,7 @@ test('auth: an expiring token is refreshed through the provider, a stale one los
   if (skip(t)) return;
   const { name, writer } = await seeded('refresh', 'base');
   let issued = 0;
-  const fresh = createProvider({
+  const fresh = await openProvider({
     url: server.url,
     name,
     token: () => {
@@ -276,15 +276,13 @@ test('auth: an expiring token is refreshed through the provider, a stale one los
       return idToken(k1, { exp: now() + 2 });
     },
   });
-  await waitSynced(fresh);
   const failures = [];
-  const stale = createProvider({
+  const stale = await openProvider({
     url: server.url,
     name,
     token: idToken(k1, { exp: now() + 2 }),
     onAuthenticationFailed: ({ reason }) => failures.push(reason),
   });
-  await waitSynced(stale);
   await waitFor(() => issued >= 2, { timeout: 6_000, message: 'the server to ask for a fresh token' });
   await waitFor(() => failures.length > 0, { timeout: 8_000, message: 'the stale connection to lose the document' });
   assert.match(failures[0], /expired/);

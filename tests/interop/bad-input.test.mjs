@@ -11,12 +11,12 @@ import {
   authFrame,
   broadcastStatelessFrame,
   cleanupAll,
-  createProvider,
   describeFrame,
-  frame,
   encoding,
-  sleep,
+  frame,
+  openProvider,
   skipInReference,
+  sleep,
   startServer,
   test,
   text,
@@ -35,9 +35,11 @@ after(cleanupAll);
 /** Two providers on `name` with some content, plus everything they receive as stateless. */
 async function healthyPair(srv, name) {
   const stateless = [];
-  const p1 = createProvider({ url: srv.url, name, onStateless: ({ payload }) => stateless.push(payload) });
-  const p2 = createProvider({ url: srv.url, name, onStateless: ({ payload }) => stateless.push(payload) });
-  await Promise.all([waitSynced(p1), waitSynced(p2)]);
+  const onStateless = ({ payload }) => stateless.push(payload);
+  const [p1, p2] = await Promise.all([
+    openProvider({ url: srv.url, name, onStateless }),
+    openProvider({ url: srv.url, name, onStateless }),
+  ]);
   const content = `intact content of ${name.slice(0, 20)}`;
   p1.document.getText('default').insert(0, content);
   await waitText(p2, content);
@@ -56,8 +58,7 @@ async function assertStillWorking({ srv, name, p1, p2, content }) {
   p2.document.getText('default').insert(content.length, ' +more');
   await waitText(p1, `${content} +more`);
   await waitSynced(p2);
-  const fresh = createProvider({ url: srv.url, name });
-  await waitSynced(fresh);
+  const fresh = await openProvider({ url: srv.url, name });
   assert.equal(text(fresh), `${content} +more`, 'a fresh provider loads the intact content');
 }
 

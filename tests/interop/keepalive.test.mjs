@@ -12,7 +12,7 @@ import {
   REFERENCE,
   RawClient,
   cleanupAll,
-  createProvider,
+  openProvider,
   recordSocketFrames,
   skipInReference,
   sleep,
@@ -20,7 +20,6 @@ import {
   syncStep1Frame,
   test,
   uniqueDoc,
-  waitSynced,
   waitText,
 } from './harness.mjs';
 
@@ -35,9 +34,10 @@ after(cleanupAll);
 
 test('an idle provider connection stays up past the idle timeout (it answers one-byte Pings)', async (t) => {
   const name = uniqueDoc('idle');
-  const a = createProvider({ url: server.url, name });
-  const b = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(a), waitSynced(b)]);
+  const [a, b] = await Promise.all([
+    openProvider({ url: server.url, name }),
+    openProvider({ url: server.url, name }),
+  ]);
   a.setAwarenessField('user', { name: 'idle-alice' });
   const socket = a.configuration.websocketProvider;
   const frames = recordSocketFrames(socket);
@@ -94,8 +94,7 @@ test('a raw client sending a one-byte Pong (0x0A) is not disconnected', async (t
   if (skipInReference(t, 'Hocuspocus 4.7 reads 0x0A as a document name length and closes the socket with 4401'))
     return;
   const name = uniqueDoc('pong');
-  const watcher = createProvider({ url: server.url, name });
-  await waitSynced(watcher);
+  const watcher = await openProvider({ url: server.url, name });
   const raw = await RawClient.connect(server.url);
   await raw.auth(name);
   await raw.syncHandshake(name);

@@ -7,11 +7,11 @@ import {
   MT,
   REFERENCE,
   RawClient,
-  closeFrame,
   cleanupAll,
-  createProvider,
+  closeFrame,
   createSocket,
   describeFrame,
+  openProvider,
   recordSocketFrames,
   sleep,
   startServer,
@@ -33,21 +33,20 @@ test('multiplexing: two documents on one socket stay isolated', async () => {
   const docA = uniqueDoc('mx-a');
   const docB = uniqueDoc('mx-b');
   const socket = createSocket({ url: server.url });
-  const pa = createProvider({ websocketProvider: socket, name: docA });
-  const pb = createProvider({ websocketProvider: socket, name: docB });
-  await Promise.all([waitSynced(pa), waitSynced(pb)]);
+  const [pa, pb] = await Promise.all([
+    openProvider({ websocketProvider: socket, name: docA }),
+    openProvider({ websocketProvider: socket, name: docB }),
+  ]);
 
   pa.document.getText('default').insert(0, 'content of A');
   pb.document.getText('default').insert(0, 'content of B');
   await Promise.all([waitSynced(pa), waitSynced(pb)]);
 
   // A third client on doc-a only sees doc-a's content.
-  const x = createProvider({ url: server.url, name: docA });
-  await waitSynced(x);
+  const x = await openProvider({ url: server.url, name: docA });
   assert.equal(text(x), 'content of A');
   // And one on doc-b only doc-b's.
-  const y = createProvider({ url: server.url, name: docB });
-  await waitSynced(y);
+  const y = await openProvider({ url: server.url, name: docB });
   assert.equal(text(y), 'content of B');
 
   // Edits from outside reach the right provider on the shared socket, and only that one.
@@ -69,11 +68,12 @@ test('per-document CLOSE: destroy() on a multiplexed socket detaches that docume
   const socket = createSocket({ url: server.url });
   const disconnects = [];
   socket.on('disconnect', ({ event }) => disconnects.push(event?.code));
-  const pa = createProvider({ websocketProvider: socket, name: docA });
-  const pb = createProvider({ websocketProvider: socket, name: docB });
-  const xa = createProvider({ url: server.url, name: docA });
-  const xb = createProvider({ url: server.url, name: docB });
-  await Promise.all([pa, pb, xa, xb].map((p) => waitSynced(p)));
+  const [pa, pb, xa, xb] = await Promise.all([
+    openProvider({ websocketProvider: socket, name: docA }),
+    openProvider({ websocketProvider: socket, name: docB }),
+    openProvider({ url: server.url, name: docA }),
+    openProvider({ url: server.url, name: docB }),
+  ]);
   pb.setAwarenessField('user', { name: 'pb' });
   const pbId = pb.document.clientID;
   await waitFor(() => xb.awareness.getStates().get(pbId)?.user?.name === 'pb', {
@@ -119,16 +119,14 @@ test('per-document CLOSE: destroy() on a multiplexed socket detaches that docume
   assert.equal(socket.identifier, 1);
 
   // The same document can be opened again on the same socket.
-  const pb2 = createProvider({ websocketProvider: socket, name: docB });
-  await waitSynced(pb2);
+  const pb2 = await openProvider({ websocketProvider: socket, name: docB });
   assert.equal(text(pb2), 'b-after-close');
   frames.stop();
 });
 
 test('raw CLOSE (type 7): answered with CLOSE, socket stays open, document can be re-opened', async () => {
   const doc = uniqueDoc('raw-close');
-  const watcher = createProvider({ url: server.url, name: doc });
-  await waitSynced(watcher);
+  const watcher = await openProvider({ url: server.url, name: doc });
   watcher.document.getText('default').insert(0, 'hello');
   await waitSynced(watcher);
 

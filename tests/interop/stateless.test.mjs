@@ -5,14 +5,13 @@ import { after, before } from 'node:test';
 
 import {
   cleanupAll,
-  createProvider,
   createSocket,
+  openProvider,
   sleep,
   startServer,
   test,
   uniqueDoc,
   waitFor,
-  waitSynced,
 } from './harness.mjs';
 
 let server;
@@ -34,14 +33,15 @@ test('stateless: A’s payload reaches B on the same document, not C/D on anothe
   const C = statelessInbox();
   const D = statelessInbox();
   const B2 = statelessInbox();
-  const a = createProvider({ url: server.url, name: doc1, onStateless: A.onStateless });
-  const b = createProvider({ url: server.url, name: doc1, onStateless: B.onStateless });
   // C on another document, own socket; D on another document sharing a socket with B2 (doc1).
-  const c = createProvider({ url: server.url, name: doc2, onStateless: C.onStateless });
   const shared = createSocket({ url: server.url });
-  const d = createProvider({ websocketProvider: shared, name: doc2, onStateless: D.onStateless });
-  const b2 = createProvider({ websocketProvider: shared, name: doc1, onStateless: B2.onStateless });
-  await Promise.all([a, b, c, d, b2].map((p) => waitSynced(p)));
+  const [a, b, c, d, b2] = await Promise.all([
+    openProvider({ url: server.url, name: doc1, onStateless: A.onStateless }),
+    openProvider({ url: server.url, name: doc1, onStateless: B.onStateless }),
+    openProvider({ url: server.url, name: doc2, onStateless: C.onStateless }),
+    openProvider({ websocketProvider: shared, name: doc2, onStateless: D.onStateless }),
+    openProvider({ websocketProvider: shared, name: doc1, onStateless: B2.onStateless }),
+  ]);
 
   const payload = JSON.stringify({ op: 'cursor-jump', to: 42, who: 'Zoë ✓' });
   a.sendStateless(payload);
