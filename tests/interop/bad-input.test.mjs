@@ -15,8 +15,8 @@ import {
   encoding,
   frame,
   openProvider,
+  quietPeriod,
   skipInReference,
-  sleep,
   startServer,
   test,
   text,
@@ -163,12 +163,12 @@ test('BroadcastStateless (type 6) from a client gets that document CLOSEd, nothi
     message: 'a CLOSE frame for the document',
   });
   assert.equal(typeof close.string, 'string');
-  await sleep(300);
+  await quietPeriod(300);
   assert.deepEqual(pair.stateless, [], 'nothing was broadcast to the other connections');
   // The document is closed for the raw socket: the providers' edits no longer reach it.
   const afterClose = raw.mark();
   await assertStillWorking(pair);
-  await sleep(200);
+  await quietPeriod(200);
   const leaked = raw.frames.slice(afterClose).filter((f) => f.address === pair.name && f.type === MT.Sync);
   assert.deepEqual(leaked.map(describeFrame), [], 'no Sync frames after the CLOSE');
 });
@@ -204,7 +204,7 @@ test('a frame over the size limit closes the socket with 1009; one under the lim
   since = raw.mark();
   raw.send(big);
   await expectClose(raw, 1009);
-  await sleep(200);
+  await quietPeriod(200);
   assert.equal(text(pair.p1, 'extra'), 's'.repeat(60_000), 'the oversized update was not applied');
   await assertStillWorking(pair);
   await limited.stop();

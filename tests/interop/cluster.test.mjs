@@ -51,6 +51,7 @@ test('cluster: providers on three nodes converge, awareness crosses nodes', asyn
   if (REFERENCE) return t.skip('zedi-sync cluster only');
   const name = uniqueDoc('cluster');
   const providers = await Promise.all(nodes.map((n) => openProvider({ url: n.url, name })));
+  // Each node subscribes to the relay within its block interval and shows no sign when it has.
   await sleep(300);
   providers.forEach((p, i) => p.document.getArray('log').push([`from-${i}`]));
   providers[0].document.getText('default').insert(0, 'shared text');

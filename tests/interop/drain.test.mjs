@@ -105,10 +105,10 @@ test('drain: SIGTERM moves providers to another node, nothing they sent is lost,
         w.document.getArray('log').push([`w${i}-${pushed[i]}`]);
         pushed[i] += 1;
       });
-      await sleep(20);
+      await sleep(20); // pacing: a steady stream of edits across the drain
     }
   })();
-  await sleep(500);
+  await sleep(500); // some writing on A before it drains
   const started = Date.now();
   const stopping = a.stop('SIGTERM');
   await waitFor(async () => (await health(a)) === 503, { timeout: 1_000, message: 'A’s /health to turn 503 at once' });
@@ -123,7 +123,7 @@ test('drain: SIGTERM moves providers to another node, nothing they sent is lost,
     timeout: 20_000,
     message: 'all three providers to reconnect to B',
   });
-  await sleep(500);
+  await sleep(500); // some writing on B after the move
   writing = false;
   await loop;
   await Promise.all(writers.map((w) => waitSynced(w, { timeout: 20_000 })));

@@ -12,8 +12,8 @@ import {
   createSocket,
   describeFrame,
   openProvider,
+  quietPeriod,
   recordSocketFrames,
-  sleep,
   startServer,
   test,
   text,
@@ -54,7 +54,7 @@ test('multiplexing: two documents on one socket stay isolated', async () => {
   y.document.getText('default').insert(0, 'Y> ');
   await waitText(pa, 'X> content of A');
   await waitText(pb, 'Y> content of B');
-  await sleep(200);
+  await quietPeriod(200);
   assert.equal(text(pa), 'X> content of A');
   assert.equal(text(pb), 'Y> content of B');
   assert.equal(text(x), 'X> content of A');
@@ -105,7 +105,7 @@ test('per-document CLOSE: destroy() on a multiplexed socket detaches that docume
   await waitText(pa, 'a-after-close');
   pa.document.getText('default').insert(0, '+pa ');
   await waitText(xa, '+pa a-after-close');
-  await sleep(300);
+  await quietPeriod(300);
   // zedi-sync answers CLOSE only after everything it owed the attachment (including the echo
   // of pb's awareness removal sent by destroy() just before its CLOSE): nothing for doc-b may
   // follow. The reference server is only checked for the absence of real content.
@@ -146,7 +146,7 @@ test('raw CLOSE (type 7): answered with CLOSE, socket stays open, document can b
   since = raw.mark();
   watcher.document.getText('default').insert(5, ' world');
   await waitSynced(watcher);
-  await sleep(300);
+  await quietPeriod(300);
   const leaked = raw.frames.slice(since).filter((f) => f.address === doc && f.type === MT.Sync);
   assert.deepEqual(leaked.map(describeFrame), [], 'no Sync frames for a closed document');
   assert.ok(raw.isOpen, 'a per-document CLOSE does not close the socket');

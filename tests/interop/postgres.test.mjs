@@ -45,7 +45,7 @@ test('postgres: every acknowledged update survives kill -9 mid-stream (counted)'
       w.document.getArray('log').push([`w${i}-${pushed[i]}`]);
       pushed[i] += 1;
     });
-    await sleep(15);
+    await sleep(15); // pacing: many small updates, as a typist makes
   }
   // Acks arrive in submission order per connection and a batch commits as a whole, so the
   // first (pushed - unsynced) items of each writer are durable. Read the counters and kill at
@@ -81,7 +81,7 @@ test('postgres: stopped mid-editing then restarted, nothing acknowledged is lost
   // Editing goes on: every editor sees every edit, live, from the server's memory.
   for (let round = 0; round < 10; round += 1) {
     editors.forEach((e, i) => e.document.getArray('log').push([`during-${i}-${round}`]));
-    await sleep(20);
+    await sleep(20); // pacing: edits spread over the outage
   }
   await waitFor(() => editors.every((e) => items(e).length === 33), {
     timeout: 10_000,

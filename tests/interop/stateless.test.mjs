@@ -7,7 +7,7 @@ import {
   cleanupAll,
   createSocket,
   openProvider,
-  sleep,
+  quietPeriod,
   startServer,
   test,
   uniqueDoc,
@@ -66,7 +66,7 @@ test('stateless: A’s payload reaches B on the same document, not C/D on anothe
   assert.deepEqual(B2.inbox, [payload, 'pong', big]);
 
   // Give any misrouted frame time to arrive, then check nobody else got anything.
-  await sleep(400);
+  await quietPeriod(400);
   assert.deepEqual(C.inbox, [], 'C (other document) must not receive doc1’s stateless');
   assert.deepEqual(D.inbox, [], 'D (other document, shared socket) must not receive doc1’s stateless');
   assert.deepEqual(A.inbox, ['pong', big], 'the sender does not get its own payload back');
@@ -76,7 +76,7 @@ test('stateless: A’s payload reaches B on the same document, not C/D on anothe
   d.sendStateless('for-doc2');
   await waitFor(() => C.inbox.length === 1, { timeout: 3_000, message: 'C to receive D’s payload' });
   assert.deepEqual(C.inbox, ['for-doc2']);
-  await sleep(200);
+  await quietPeriod(200);
   assert.deepEqual(B2.inbox, [payload, 'pong', big]);
   assert.deepEqual(A.inbox, ['pong', big]);
 });

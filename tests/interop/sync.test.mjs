@@ -10,6 +10,7 @@ import {
   createProvider,
   openProvider,
   providerState,
+  quietPeriod,
   sha256,
   sleep,
   startServer,
@@ -102,7 +103,7 @@ test('20 concurrent writers converge to identical content with every insert', as
   await Promise.all(
     writers.map(async (w, i) => {
       for (let k = 0; k < PER_WRITER; k += 1) {
-        await sleep(Math.floor(Math.random() * 30));
+        await sleep(Math.floor(Math.random() * 30)); // pacing: writers interleave at random
         w.document.getArray('items').push([`w${i}:${k}`]);
         // Insert at a random marker boundary, so no insert ever splits another writer's marker.
         const t = w.document.getText('default');
@@ -239,7 +240,7 @@ test('reconnect with offline edits (provider.disconnect / connect) merges both s
   a.document.getText('default').insert(5, ' A-offline.');
   b.document.getText('default').insert(0, 'B-online. ');
   await waitSynced(b);
-  await sleep(300);
+  await quietPeriod(300);
   assert.ok(!text(b).includes('A-offline'), 'A was really offline');
   assert.ok(!text(a).includes('B-online'), 'A did not get B’s edit while offline');
 

@@ -40,6 +40,11 @@ export const AUTH = { Token: 0, PermissionDenied: 1, Authenticated: 2 };
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Waits out `ms` in which something must NOT happen (a denied client gets no content, a closed
+ * document no frames): there is no event to wait for, only time for a wrong one to show.
+ */
+export const quietPeriod = (ms) => sleep(ms);
 
 let docCounter = 0;
 /** A document name unique to this run and this call. */
