@@ -343,6 +343,7 @@ fn elasticache_style_tls_with_auth_token_and_key_prefixes() {
 }
 
 /// A paused or partitioned ex-owner comes back with its old token: the store refuses it.
+// One scenario read top to bottom: lease taken, owner paused past its TTL, fenced write refused.
 #[tokio::test]
 async fn a_stale_owner_is_fenced_off_by_the_store() {
     use zedi_sync::cluster::keys::Keys;

@@ -291,6 +291,7 @@ fn publishes(metrics: &common::Metrics, result: &str) -> f64 {
     metrics.value("zedi_cloudwatch_publish_total", &[("result", result)])
 }
 
+// One scenario read top to bottom: publish, read back, lose the emulator, keep serving.
 #[tokio::test]
 async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_serving() {
     let moto = Moto::start();

@@ -116,6 +116,7 @@ async fn nodes_migrating_at_once_apply_each_migration_once() {
     assert_eq!(b.health()["store_kind"], "postgres");
 }
 
+// Every sslmode, then the URL form and the separate password, against one server: reads best whole.
 #[tokio::test]
 async fn tls_modes_and_separate_password() {
     let pg = PgCluster::start();
