@@ -15,6 +15,8 @@ import {
   createProvider,
   createSocket,
   freePort,
+  openProvider,
+  quietPeriod,
   sleep,
   startServer,
   test,
@@ -120,8 +122,7 @@ async function attempt(name, token, options = {}) {
 /** A document with content written by a trusted writer (HS256 service token). */
 async function seeded(label, content) {
   const name = uniqueDoc(label);
-  const writer = createProvider({ url: server.url, name, token: signHs256(HS_SECRET, { sub: 'svc', exp: now() + 600 }) });
-  await waitSynced(writer);
+  const writer = await openProvider({ url: server.url, name, token: signHs256(HS_SECRET, { sub: 'svc', exp: now() + 600 }) });
   writer.document.getText('default').insert(0, content);
   await waitSynced(writer);
   return { name, writer };
@@ -132,7 +133,7 @@ async function assertDenied(token, expectedReason) {
   const { provider, events } = await attempt(name, token);
   assert.ok(events.failed, 'authentication failed');
   assert.match(events.failed, expectedReason);
-  await sleep(200);
+  await quietPeriod(200);
   assert.equal(text(provider), '', 'nothing of the document reached the denied connection');
   assert.equal(provider.isSynced, false);
 }
@@ -190,11 +191,11 @@ test('auth: key rotation (new kid appears, old one removed) and a flood of unkno
   const { name } = await seeded('rotation', 'rotated');
   const { events } = await attempt(name, idToken(k2));
   assert.equal(events.scope, 'read-write', 'a token with the new kid is accepted after a refresh');
-  await sleep(600);
+  await sleep(600); // past the refresh rate limit again, so k1's absence is looked up
   await assertDenied(idToken(k1), /unknown signing key/);
 
   // Made-up kids: at most one JWKS request per refresh interval, however many tokens arrive.
-  await sleep(600);
+  await sleep(600); // a fresh refresh interval, so the count below starts from zero
   const before = jwks.hits;
   const attempts = [];
   for (let i = 0; i < 20; i += 1) {
@@ -235,7 +236,7 @@ test('auth: read-only scope (group claim): edits are refused, reading and awaren
   // one round trip later, so wait for it rather than race it.
   await waitFor(() => !provider.hasUnsyncedChanges, { timeout: 5_000, message: 'the handshake to be acknowledged' });
   provider.document.getText('default').insert(0, 'vandalism ');
-  await sleep(500);
+  await quietPeriod(500);
   assert.equal(text(writer), 'original', 'a read-only edit never reaches others');
   assert.ok(provider.hasUnsyncedChanges, 'the edit was answered SyncStatus(0)');
   provider.setAwarenessField('user', { name: 'viewer' });
@@ -259,7 +260,7 @@ test('auth: claim-based allow/deny per document on one multiplexed socket', asyn
   secret.writer.document.getText('default').insert(0, 'more ');
   allowed.writer.document.getText('default').insert(0, 'fresh ');
   await waitText(a.provider, 'fresh open content');
-  await sleep(300);
+  await quietPeriod(300);
   assert.equal(text(s.provider), '', 'nothing of the denied document reached the shared socket');
   assert.equal(socket.status, 'connected');
 });
@@ -268,7 +269,7 @@ test('auth: an expiring token is refreshed through the provider, a stale one los
   if (skip(t)) return;
   const { name, writer } = await seeded('refresh', 'base');
   let issued = 0;
-  const fresh = createProvider({
+  const fresh = await openProvider({
     url: server.url,
     name,
     token: () => {
@@ -276,21 +277,19 @@ test('auth: an expiring token is refreshed through the provider, a stale one los
       return idToken(k1, { exp: now() + 2 });
     },
   });
-  await waitSynced(fresh);
   const failures = [];
-  const stale = createProvider({
+  const stale = await openProvider({
     url: server.url,
     name,
     token: idToken(k1, { exp: now() + 2 }),
     onAuthenticationFailed: ({ reason }) => failures.push(reason),
   });
-  await waitSynced(stale);
   await waitFor(() => issued >= 2, { timeout: 6_000, message: 'the server to ask for a fresh token' });
   await waitFor(() => failures.length > 0, { timeout: 8_000, message: 'the stale connection to lose the document' });
   assert.match(failures[0], /expired/);
   writer.document.getText('default').insert(4, '+after');
   await waitText(fresh, 'base+after');
-  await sleep(300);
+  await quietPeriod(300);
   assert.equal(text(stale), 'base', 'the expired connection gets nothing more');
 });
 

@@ -9,6 +9,7 @@ import {
   RawClient,
   cleanupAll,
   createProvider,
+  openProvider,
   queryAwarenessFrame,
   skipInReference,
   startServer,
@@ -16,7 +17,6 @@ import {
   trackingWebSocketClass,
   uniqueDoc,
   waitFor,
-  waitSynced,
 } from './harness.mjs';
 
 let server;
@@ -38,9 +38,10 @@ function watchRemoval(observer, clientId) {
 }
 
 async function pairWithStates(name, optionsA = {}) {
-  const a = createProvider({ url: server.url, name, ...optionsA });
-  const b = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(a), waitSynced(b)]);
+  const [a, b] = await Promise.all([
+    openProvider({ url: server.url, name, ...optionsA }),
+    openProvider({ url: server.url, name }),
+  ]);
   a.setAwarenessField('user', { name: 'alice', color: '#f00' });
   b.setAwarenessField('user', { name: 'bob' });
   const aId = a.document.clientID;

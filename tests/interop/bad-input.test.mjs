@@ -11,11 +11,11 @@ import {
   authFrame,
   broadcastStatelessFrame,
   cleanupAll,
-  createProvider,
   describeFrame,
-  frame,
   encoding,
-  sleep,
+  frame,
+  openProvider,
+  quietPeriod,
   skipInReference,
   startServer,
   test,
@@ -35,9 +35,11 @@ after(cleanupAll);
 /** Two providers on `name` with some content, plus everything they receive as stateless. */
 async function healthyPair(srv, name) {
   const stateless = [];
-  const p1 = createProvider({ url: srv.url, name, onStateless: ({ payload }) => stateless.push(payload) });
-  const p2 = createProvider({ url: srv.url, name, onStateless: ({ payload }) => stateless.push(payload) });
-  await Promise.all([waitSynced(p1), waitSynced(p2)]);
+  const onStateless = ({ payload }) => stateless.push(payload);
+  const [p1, p2] = await Promise.all([
+    openProvider({ url: srv.url, name, onStateless }),
+    openProvider({ url: srv.url, name, onStateless }),
+  ]);
   const content = `intact content of ${name.slice(0, 20)}`;
   p1.document.getText('default').insert(0, content);
   await waitText(p2, content);
@@ -56,8 +58,7 @@ async function assertStillWorking({ srv, name, p1, p2, content }) {
   p2.document.getText('default').insert(content.length, ' +more');
   await waitText(p1, `${content} +more`);
   await waitSynced(p2);
-  const fresh = createProvider({ url: srv.url, name });
-  await waitSynced(fresh);
+  const fresh = await openProvider({ url: srv.url, name });
   assert.equal(text(fresh), `${content} +more`, 'a fresh provider loads the intact content');
 }
 
@@ -162,12 +163,12 @@ test('BroadcastStateless (type 6) from a client gets that document CLOSEd, nothi
     message: 'a CLOSE frame for the document',
   });
   assert.equal(typeof close.string, 'string');
-  await sleep(300);
+  await quietPeriod(300);
   assert.deepEqual(pair.stateless, [], 'nothing was broadcast to the other connections');
   // The document is closed for the raw socket: the providers' edits no longer reach it.
   const afterClose = raw.mark();
   await assertStillWorking(pair);
-  await sleep(200);
+  await quietPeriod(200);
   const leaked = raw.frames.slice(afterClose).filter((f) => f.address === pair.name && f.type === MT.Sync);
   assert.deepEqual(leaked.map(describeFrame), [], 'no Sync frames after the CLOSE');
 });
@@ -203,7 +204,7 @@ test('a frame over the size limit closes the socket with 1009; one under the lim
   since = raw.mark();
   raw.send(big);
   await expectClose(raw, 1009);
-  await sleep(200);
+  await quietPeriod(200);
   assert.equal(text(pair.p1, 'extra'), 's'.repeat(60_000), 'the oversized update was not applied');
   await assertStillWorking(pair);
   await limited.stop();

@@ -9,8 +9,8 @@ import { after, before } from 'node:test';
 import {
   REFERENCE,
   cleanupAll,
-  createProvider,
   freePort,
+  openProvider,
   sleep,
   splice,
   startPostgres,
@@ -89,10 +89,11 @@ test('drain: SIGTERM moves providers to another node, nothing they sent is lost,
   balancer = await startBalancer(() => [a, b]);
   const name = uniqueDoc('drain');
   const closes = [];
-  const writers = Array.from({ length: 3 }, () =>
-    createProvider({ url: balancer.url, name, onClose: ({ event }) => closes.push(event?.code) }),
+  const writers = await Promise.all(
+    Array.from({ length: 3 }, () =>
+      openProvider({ url: balancer.url, name, onClose: ({ event }) => closes.push(event?.code) }),
+    ),
   );
-  await Promise.all(writers.map((w) => waitSynced(w)));
   const health = async (s) => (await fetch(`${s.httpUrl}/health`)).status;
   assert.equal((await (await fetch(`${a.httpUrl}/health`)).json()).connections, 3, 'everyone starts on node A');
 
@@ -104,10 +105,10 @@ test('drain: SIGTERM moves providers to another node, nothing they sent is lost,
         w.document.getArray('log').push([`w${i}-${pushed[i]}`]);
         pushed[i] += 1;
       });
-      await sleep(20);
+      await sleep(20); // pacing: a steady stream of edits across the drain
     }
   })();
-  await sleep(500);
+  await sleep(500); // some writing on A before it drains
   const started = Date.now();
   const stopping = a.stop('SIGTERM');
   await waitFor(async () => (await health(a)) === 503, { timeout: 1_000, message: 'A’s /health to turn 503 at once' });
@@ -122,12 +123,11 @@ test('drain: SIGTERM moves providers to another node, nothing they sent is lost,
     timeout: 20_000,
     message: 'all three providers to reconnect to B',
   });
-  await sleep(500);
+  await sleep(500); // some writing on B after the move
   writing = false;
   await loop;
   await Promise.all(writers.map((w) => waitSynced(w, { timeout: 20_000 })));
-  const reader = createProvider({ url: b.url, name });
-  await waitSynced(reader);
+  const reader = await openProvider({ url: b.url, name });
   const present = new Set(reader.document.getArray('log').toArray());
   writers.forEach((_, i) => {
     for (let k = 0; k < pushed[i]; k += 1) assert.ok(present.has(`w${i}-${k}`), `w${i}-${k} lost across the drain`);

@@ -19,6 +19,7 @@ import {
   cleanupAll,
   createProvider,
   makeDataDir,
+  openProvider,
   providerState,
   recordSocketFrames,
   startServer,
@@ -66,9 +67,10 @@ test('a ContentJSON item with a wrong count is refused; late joiners still load 
   const dataDir = makeDataDir();
   let server = await startServer({ dataDir });
   const name = uniqueDoc('hostile-json');
-  const editor = createProvider({ url: server.url, name });
-  const watcher = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(editor), waitSynced(watcher)]);
+  const [editor, watcher] = await Promise.all([
+    openProvider({ url: server.url, name }),
+    openProvider({ url: server.url, name }),
+  ]);
   const before = 'honest text before the attack.';
   editor.document.getText('default').insert(0, before);
   await waitText(watcher, before);

@@ -12,7 +12,8 @@ import {
   REFERENCE,
   RawClient,
   cleanupAll,
-  createProvider,
+  openProvider,
+  quietPeriod,
   recordSocketFrames,
   skipInReference,
   sleep,
@@ -20,7 +21,6 @@ import {
   syncStep1Frame,
   test,
   uniqueDoc,
-  waitSynced,
   waitText,
 } from './harness.mjs';
 
@@ -35,9 +35,10 @@ after(cleanupAll);
 
 test('an idle provider connection stays up past the idle timeout (it answers one-byte Pings)', async (t) => {
   const name = uniqueDoc('idle');
-  const a = createProvider({ url: server.url, name });
-  const b = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(a), waitSynced(b)]);
+  const [a, b] = await Promise.all([
+    openProvider({ url: server.url, name }),
+    openProvider({ url: server.url, name }),
+  ]);
   a.setAwarenessField('user', { name: 'idle-alice' });
   const socket = a.configuration.websocketProvider;
   const frames = recordSocketFrames(socket);
@@ -66,7 +67,7 @@ test('a raw client that only answers one-byte Pings stays connected past the idl
   const raw = await RawClient.connect(server.url, { answerPings: true, autoPong: false });
   await raw.auth(name); // announces provider version 4.8.0
   await raw.syncHandshake(name);
-  await sleep(IDLE_MS + 1_500);
+  await sleep(IDLE_MS + 1_500); // past the idle timeout: the test is that nothing closes it
   t.diagnostic(`one-byte Pings received by the raw client: ${raw.pingsReceived}`);
   for (const f of raw.frames.filter((fr) => fr.ping)) {
     assert.equal(f.length, 1, 'Ping is exactly one byte');
@@ -94,14 +95,13 @@ test('a raw client sending a one-byte Pong (0x0A) is not disconnected', async (t
   if (skipInReference(t, 'Hocuspocus 4.7 reads 0x0A as a document name length and closes the socket with 4401'))
     return;
   const name = uniqueDoc('pong');
-  const watcher = createProvider({ url: server.url, name });
-  await waitSynced(watcher);
+  const watcher = await openProvider({ url: server.url, name });
   const raw = await RawClient.connect(server.url);
   await raw.auth(name);
   await raw.syncHandshake(name);
   raw.send(new Uint8Array([MT.Pong]));
   raw.send(new Uint8Array([MT.Pong]));
-  await sleep(1_000);
+  await quietPeriod(1_000);
   assert.ok(raw.isOpen, `still open after unsolicited Pongs (close: ${JSON.stringify(raw.closeInfo)})`);
   // The socket still works for its document.
   const since = raw.mark();

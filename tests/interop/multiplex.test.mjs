@@ -7,13 +7,13 @@ import {
   MT,
   REFERENCE,
   RawClient,
-  closeFrame,
   cleanupAll,
-  createProvider,
+  closeFrame,
   createSocket,
   describeFrame,
+  openProvider,
+  quietPeriod,
   recordSocketFrames,
-  sleep,
   startServer,
   test,
   text,
@@ -33,21 +33,20 @@ test('multiplexing: two documents on one socket stay isolated', async () => {
   const docA = uniqueDoc('mx-a');
   const docB = uniqueDoc('mx-b');
   const socket = createSocket({ url: server.url });
-  const pa = createProvider({ websocketProvider: socket, name: docA });
-  const pb = createProvider({ websocketProvider: socket, name: docB });
-  await Promise.all([waitSynced(pa), waitSynced(pb)]);
+  const [pa, pb] = await Promise.all([
+    openProvider({ websocketProvider: socket, name: docA }),
+    openProvider({ websocketProvider: socket, name: docB }),
+  ]);
 
   pa.document.getText('default').insert(0, 'content of A');
   pb.document.getText('default').insert(0, 'content of B');
   await Promise.all([waitSynced(pa), waitSynced(pb)]);
 
   // A third client on doc-a only sees doc-a's content.
-  const x = createProvider({ url: server.url, name: docA });
-  await waitSynced(x);
+  const x = await openProvider({ url: server.url, name: docA });
   assert.equal(text(x), 'content of A');
   // And one on doc-b only doc-b's.
-  const y = createProvider({ url: server.url, name: docB });
-  await waitSynced(y);
+  const y = await openProvider({ url: server.url, name: docB });
   assert.equal(text(y), 'content of B');
 
   // Edits from outside reach the right provider on the shared socket, and only that one.
@@ -55,7 +54,7 @@ test('multiplexing: two documents on one socket stay isolated', async () => {
   y.document.getText('default').insert(0, 'Y> ');
   await waitText(pa, 'X> content of A');
   await waitText(pb, 'Y> content of B');
-  await sleep(200);
+  await quietPeriod(200);
   assert.equal(text(pa), 'X> content of A');
   assert.equal(text(pb), 'Y> content of B');
   assert.equal(text(x), 'X> content of A');
@@ -69,11 +68,12 @@ test('per-document CLOSE: destroy() on a multiplexed socket detaches that docume
   const socket = createSocket({ url: server.url });
   const disconnects = [];
   socket.on('disconnect', ({ event }) => disconnects.push(event?.code));
-  const pa = createProvider({ websocketProvider: socket, name: docA });
-  const pb = createProvider({ websocketProvider: socket, name: docB });
-  const xa = createProvider({ url: server.url, name: docA });
-  const xb = createProvider({ url: server.url, name: docB });
-  await Promise.all([pa, pb, xa, xb].map((p) => waitSynced(p)));
+  const [pa, pb, xa, xb] = await Promise.all([
+    openProvider({ websocketProvider: socket, name: docA }),
+    openProvider({ websocketProvider: socket, name: docB }),
+    openProvider({ url: server.url, name: docA }),
+    openProvider({ url: server.url, name: docB }),
+  ]);
   pb.setAwarenessField('user', { name: 'pb' });
   const pbId = pb.document.clientID;
   await waitFor(() => xb.awareness.getStates().get(pbId)?.user?.name === 'pb', {
@@ -105,7 +105,7 @@ test('per-document CLOSE: destroy() on a multiplexed socket detaches that docume
   await waitText(pa, 'a-after-close');
   pa.document.getText('default').insert(0, '+pa ');
   await waitText(xa, '+pa a-after-close');
-  await sleep(300);
+  await quietPeriod(300);
   // zedi-sync answers CLOSE only after everything it owed the attachment (including the echo
   // of pb's awareness removal sent by destroy() just before its CLOSE): nothing for doc-b may
   // follow. The reference server is only checked for the absence of real content.
@@ -119,16 +119,14 @@ test('per-document CLOSE: destroy() on a multiplexed socket detaches that docume
   assert.equal(socket.identifier, 1);
 
   // The same document can be opened again on the same socket.
-  const pb2 = createProvider({ websocketProvider: socket, name: docB });
-  await waitSynced(pb2);
+  const pb2 = await openProvider({ websocketProvider: socket, name: docB });
   assert.equal(text(pb2), 'b-after-close');
   frames.stop();
 });
 
 test('raw CLOSE (type 7): answered with CLOSE, socket stays open, document can be re-opened', async () => {
   const doc = uniqueDoc('raw-close');
-  const watcher = createProvider({ url: server.url, name: doc });
-  await waitSynced(watcher);
+  const watcher = await openProvider({ url: server.url, name: doc });
   watcher.document.getText('default').insert(0, 'hello');
   await waitSynced(watcher);
 
@@ -148,7 +146,7 @@ test('raw CLOSE (type 7): answered with CLOSE, socket stays open, document can b
   since = raw.mark();
   watcher.document.getText('default').insert(5, ' world');
   await waitSynced(watcher);
-  await sleep(300);
+  await quietPeriod(300);
   const leaked = raw.frames.slice(since).filter((f) => f.address === doc && f.type === MT.Sync);
   assert.deepEqual(leaked.map(describeFrame), [], 'no Sync frames for a closed document');
   assert.ok(raw.isOpen, 'a per-document CLOSE does not close the socket');

@@ -5,8 +5,8 @@ import { after } from 'node:test';
 
 import {
   cleanupAll,
-  createProvider,
   makeDataDir,
+  openProvider,
   skipInReference,
   startServer,
   test,
@@ -21,8 +21,7 @@ after(cleanupAll);
 
 /** Write two documents through one server and wait until every change is acknowledged. */
 async function writeDocuments(server, docs) {
-  const writers = docs.map((name) => createProvider({ url: server.url, name }));
-  await Promise.all(writers.map((w) => waitSynced(w)));
+  const writers = await Promise.all(docs.map((name) => openProvider({ url: server.url, name })));
   writers.forEach((w, i) => {
     w.document.transact(() => {
       w.document.getText('default').insert(0, `persisted text ${i} ✓`);
@@ -37,8 +36,7 @@ async function writeDocuments(server, docs) {
 
 async function assertLoaded(server, docs) {
   for (const [i, name] of docs.entries()) {
-    const fresh = createProvider({ url: server.url, name });
-    await waitSynced(fresh);
+    const fresh = await openProvider({ url: server.url, name });
     assert.equal(text(fresh), `persisted text ${i} ✓`, `text of ${name}`);
     assert.equal(fresh.document.getMap('meta').get('index'), i);
     assert.deepEqual(fresh.document.getArray('list').toJSON(), [`item-${i}`]);
@@ -59,8 +57,7 @@ test('persistence: content survives SIGTERM and a restart on the same data dir',
   const second = await startServer({ dataDir });
   await assertLoaded(second, docs);
   // An unknown document is still empty.
-  const other = createProvider({ url: second.url, name: uniqueDoc('persist-never-written') });
-  await waitSynced(other);
+  const other = await openProvider({ url: second.url, name: uniqueDoc('persist-never-written') });
   assert.equal(text(other), '');
   await second.stop();
 });
@@ -87,12 +84,11 @@ test('persistence: a connected provider survives a restart on the same port and 
   const name = uniqueDoc('persist-reconnect');
   const first = await startServer({ dataDir });
   const closes = [];
-  const a = createProvider({
+  const a = await openProvider({
     url: first.url,
     name,
     onClose: ({ event }) => closes.push(event?.code),
   });
-  await waitSynced(a);
   a.document.getText('default').insert(0, 'before restart.');
   await waitSynced(a);
 
@@ -108,8 +104,7 @@ test('persistence: a connected provider survives a restart on the same port and 
   const second = await startServer({ dataDir, port: first.port });
   // The provider reconnects by itself (backoff from 1 s) and syncs its offline edit.
   await waitSynced(a, { timeout: 20_000 });
-  const b = createProvider({ url: second.url, name });
-  await waitSynced(b);
+  const b = await openProvider({ url: second.url, name });
   assert.equal(text(b), 'during downtime. before restart.');
   b.document.getText('default').insert(text(b).length, ' after.');
   await waitText(a, 'during downtime. before restart. after.');

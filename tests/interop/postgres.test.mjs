@@ -7,8 +7,8 @@ import { after, before } from 'node:test';
 import {
   REFERENCE,
   cleanupAll,
-  createProvider,
   makeDataDir,
+  openProvider,
   sleep,
   startPostgres,
   startServer,
@@ -36,8 +36,7 @@ test('postgres: every acknowledged update survives kill -9 mid-stream (counted)'
   const dataDir = makeDataDir();
   const name = uniqueDoc('pg-kill');
   const server = await startServer({ dataDir, env: pgEnv() });
-  const writers = Array.from({ length: 5 }, () => createProvider({ url: server.url, name }));
-  await Promise.all(writers.map((w) => waitSynced(w)));
+  const writers = await Promise.all(Array.from({ length: 5 }, () => openProvider({ url: server.url, name })));
 
   // Each writer pushes one item per update, as fast as timers allow, for about a second.
   const pushed = writers.map(() => 0);
@@ -46,7 +45,7 @@ test('postgres: every acknowledged update survives kill -9 mid-stream (counted)'
       w.document.getArray('log').push([`w${i}-${pushed[i]}`]);
       pushed[i] += 1;
     });
-    await sleep(15);
+    await sleep(15); // pacing: many small updates, as a typist makes
   }
   // Acks arrive in submission order per connection and a batch commits as a whole, so the
   // first (pushed - unsynced) items of each writer are durable. Read the counters and kill at
@@ -59,8 +58,7 @@ test('postgres: every acknowledged update survives kill -9 mid-stream (counted)'
   writers.forEach((w) => w.destroy());
 
   const second = await startServer({ dataDir, env: pgEnv() });
-  const reader = createProvider({ url: second.url, name });
-  await waitSynced(reader);
+  const reader = await openProvider({ url: second.url, name });
   const present = new Set(items(reader));
   writers.forEach((_, i) => {
     for (let k = 0; k < acked[i]; k += 1) {
@@ -75,8 +73,7 @@ test('postgres: stopped mid-editing then restarted, nothing acknowledged is lost
   const dataDir = makeDataDir();
   const name = uniqueDoc('pg-outage');
   const server = await startServer({ dataDir, env: pgEnv() });
-  const editors = Array.from({ length: 3 }, () => createProvider({ url: server.url, name }));
-  await Promise.all(editors.map((e) => waitSynced(e)));
+  const editors = await Promise.all(Array.from({ length: 3 }, () => openProvider({ url: server.url, name })));
   editors.forEach((e, i) => e.document.getArray('log').push([`before-${i}`]));
   await Promise.all(editors.map((e) => waitSynced(e)));
 
@@ -84,7 +81,7 @@ test('postgres: stopped mid-editing then restarted, nothing acknowledged is lost
   // Editing goes on: every editor sees every edit, live, from the server's memory.
   for (let round = 0; round < 10; round += 1) {
     editors.forEach((e, i) => e.document.getArray('log').push([`during-${i}-${round}`]));
-    await sleep(20);
+    await sleep(20); // pacing: edits spread over the outage
   }
   await waitFor(() => editors.every((e) => items(e).length === 33), {
     timeout: 10_000,
@@ -103,8 +100,7 @@ test('postgres: stopped mid-editing then restarted, nothing acknowledged is lost
   await server.kill();
   editors.forEach((e) => e.destroy());
   const second = await startServer({ dataDir, env: pgEnv() });
-  const reader = createProvider({ url: second.url, name });
-  await waitSynced(reader);
+  const reader = await openProvider({ url: second.url, name });
   assert.equal(JSON.stringify(items(reader)), converged, 'the store holds exactly what the editors converged to');
   await second.stop();
 });

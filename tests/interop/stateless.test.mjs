@@ -5,14 +5,13 @@ import { after, before } from 'node:test';
 
 import {
   cleanupAll,
-  createProvider,
   createSocket,
-  sleep,
+  openProvider,
+  quietPeriod,
   startServer,
   test,
   uniqueDoc,
   waitFor,
-  waitSynced,
 } from './harness.mjs';
 
 let server;
@@ -34,14 +33,15 @@ test('stateless: A’s payload reaches B on the same document, not C/D on anothe
   const C = statelessInbox();
   const D = statelessInbox();
   const B2 = statelessInbox();
-  const a = createProvider({ url: server.url, name: doc1, onStateless: A.onStateless });
-  const b = createProvider({ url: server.url, name: doc1, onStateless: B.onStateless });
   // C on another document, own socket; D on another document sharing a socket with B2 (doc1).
-  const c = createProvider({ url: server.url, name: doc2, onStateless: C.onStateless });
   const shared = createSocket({ url: server.url });
-  const d = createProvider({ websocketProvider: shared, name: doc2, onStateless: D.onStateless });
-  const b2 = createProvider({ websocketProvider: shared, name: doc1, onStateless: B2.onStateless });
-  await Promise.all([a, b, c, d, b2].map((p) => waitSynced(p)));
+  const [a, b, c, d, b2] = await Promise.all([
+    openProvider({ url: server.url, name: doc1, onStateless: A.onStateless }),
+    openProvider({ url: server.url, name: doc1, onStateless: B.onStateless }),
+    openProvider({ url: server.url, name: doc2, onStateless: C.onStateless }),
+    openProvider({ websocketProvider: shared, name: doc2, onStateless: D.onStateless }),
+    openProvider({ websocketProvider: shared, name: doc1, onStateless: B2.onStateless }),
+  ]);
 
   const payload = JSON.stringify({ op: 'cursor-jump', to: 42, who: 'Zoë ✓' });
   a.sendStateless(payload);
@@ -66,7 +66,7 @@ test('stateless: A’s payload reaches B on the same document, not C/D on anothe
   assert.deepEqual(B2.inbox, [payload, 'pong', big]);
 
   // Give any misrouted frame time to arrive, then check nobody else got anything.
-  await sleep(400);
+  await quietPeriod(400);
   assert.deepEqual(C.inbox, [], 'C (other document) must not receive doc1’s stateless');
   assert.deepEqual(D.inbox, [], 'D (other document, shared socket) must not receive doc1’s stateless');
   assert.deepEqual(A.inbox, ['pong', big], 'the sender does not get its own payload back');
@@ -76,7 +76,7 @@ test('stateless: A’s payload reaches B on the same document, not C/D on anothe
   d.sendStateless('for-doc2');
   await waitFor(() => C.inbox.length === 1, { timeout: 3_000, message: 'C to receive D’s payload' });
   assert.deepEqual(C.inbox, ['for-doc2']);
-  await sleep(200);
+  await quietPeriod(200);
   assert.deepEqual(B2.inbox, [payload, 'pong', big]);
   assert.deepEqual(A.inbox, ['pong', big]);
 });

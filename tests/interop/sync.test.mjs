@@ -6,10 +6,11 @@ import { randomBytes } from 'node:crypto';
 import { after, before } from 'node:test';
 
 import {
-  Y,
   cleanupAll,
   createProvider,
+  openProvider,
   providerState,
+  quietPeriod,
   sha256,
   sleep,
   startServer,
@@ -30,9 +31,10 @@ after(cleanupAll);
 
 test('two providers converge both ways (concurrent and sequential edits)', async () => {
   const name = uniqueDoc('converge');
-  const a = createProvider({ url: server.url, name });
-  const b = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(a), waitSynced(b)]);
+  const [a, b] = await Promise.all([
+    openProvider({ url: server.url, name }),
+    openProvider({ url: server.url, name }),
+  ]);
 
   // Concurrent edits, made before either side can see the other's.
   a.document.getText('default').insert(0, 'alpha ');
@@ -62,8 +64,7 @@ test('two providers converge both ways (concurrent and sequential edits)', async
 
 test('a late joiner gets the existing content, already there when it is synced', async () => {
   const name = uniqueDoc('late');
-  const a = createProvider({ url: server.url, name });
-  await waitSynced(a);
+  const a = await openProvider({ url: server.url, name });
   a.document.transact(() => {
     a.document.getText('default').insert(0, 'existing content ✓ — ünïcödé');
     a.document.getMap('meta').set('owner', 'alice');
@@ -71,6 +72,7 @@ test('a late joiner gets the existing content, already there when it is synced',
   await waitSynced(a);
 
   let textAtSynced = null;
+  // Not openProvider: the callback reads `b`, which must exist before the provider syncs.
   const b = createProvider({
     url: server.url,
     name,
@@ -86,22 +88,22 @@ test('a late joiner gets the existing content, already there when it is synced',
   // And a second late joiner after B edited.
   b.document.getText('default').insert(0, '> ');
   await waitSynced(b);
-  const c = createProvider({ url: server.url, name });
-  await waitSynced(c);
+  const c = await openProvider({ url: server.url, name });
   assert.equal(text(c), '> existing content ✓ — ünïcödé');
   await waitText(a, '> existing content ✓ — ünïcödé');
 });
 
 test('20 concurrent writers converge to identical content with every insert', async () => {
   const name = uniqueDoc('twenty');
-  const writers = Array.from({ length: 20 }, () => createProvider({ url: server.url, name }));
-  await Promise.all(writers.map((w) => waitSynced(w, { timeout: 20_000 })));
+  const writers = await Promise.all(
+    Array.from({ length: 20 }, () => openProvider({ url: server.url, name }, { timeout: 20_000 })),
+  );
 
   const PER_WRITER = 5;
   await Promise.all(
     writers.map(async (w, i) => {
       for (let k = 0; k < PER_WRITER; k += 1) {
-        await sleep(Math.floor(Math.random() * 30));
+        await sleep(Math.floor(Math.random() * 30)); // pacing: writers interleave at random
         w.document.getArray('items').push([`w${i}:${k}`]);
         // Insert at a random marker boundary, so no insert ever splits another writer's marker.
         const t = w.document.getText('default');
@@ -147,8 +149,7 @@ test('20 concurrent writers converge to identical content with every insert', as
   await Promise.all(writers.map((w) => waitSynced(w, { timeout: 20_000 })));
 
   // A late joiner sees exactly the same thing.
-  const late = createProvider({ url: server.url, name });
-  await waitSynced(late);
+  const late = await openProvider({ url: server.url, name });
   assert.equal(text(late), finalText);
   assert.deepEqual(late.document.getArray('items').toJSON(), writers[0].document.getArray('items').toJSON());
 });
@@ -166,8 +167,7 @@ test('a 5 MB document inserted in one transaction syncs to a late joiner intact'
   }
   assert.equal(big.length, SIZE);
 
-  const a = createProvider({ url: server.url, name });
-  await waitSynced(a);
+  const a = await openProvider({ url: server.url, name });
   a.document.transact(() => {
     a.document.getText('default').insert(0, big);
     a.document.getMap('meta').set('size', SIZE);
@@ -175,8 +175,7 @@ test('a 5 MB document inserted in one transaction syncs to a late joiner intact'
   assert.ok(a.hasUnsyncedChanges);
   await waitSynced(a, { timeout: 60_000 });
 
-  const b = createProvider({ url: server.url, name });
-  await waitSynced(b, { timeout: 60_000 });
+  const b = await openProvider({ url: server.url, name }, { timeout: 60_000 });
   const got = text(b);
   assert.equal(got.length, SIZE, 'late joiner text length');
   assert.equal(sha256(got), sha256(big), 'late joiner text content');
@@ -196,8 +195,7 @@ test('SyncStatus acknowledgements clear hasUnsyncedChanges', async () => {
   assert.ok(counts.includes(1), `handshake counted (${counts})`);
   assert.equal(a.unsyncedChanges, 0);
 
-  const b = createProvider({ url: server.url, name });
-  await waitSynced(b);
+  const b = await openProvider({ url: server.url, name });
 
   a.document.getText('default').insert(0, 'one');
   assert.equal(a.hasUnsyncedChanges, true, 'a local edit is unsynced until the server acks it');
@@ -227,9 +225,10 @@ test('SyncStatus acknowledgements clear hasUnsyncedChanges', async () => {
 
 test('reconnect with offline edits (provider.disconnect / connect) merges both sides', async () => {
   const name = uniqueDoc('offline');
-  const a = createProvider({ url: server.url, name });
-  const b = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(a), waitSynced(b)]);
+  const [a, b] = await Promise.all([
+    openProvider({ url: server.url, name }),
+    openProvider({ url: server.url, name }),
+  ]);
   a.document.getText('default').insert(0, 'base.');
   await waitText(b, 'base.');
 
@@ -241,7 +240,7 @@ test('reconnect with offline edits (provider.disconnect / connect) merges both s
   a.document.getText('default').insert(5, ' A-offline.');
   b.document.getText('default').insert(0, 'B-online. ');
   await waitSynced(b);
-  await sleep(300);
+  await quietPeriod(300);
   assert.ok(!text(b).includes('A-offline'), 'A was really offline');
   assert.ok(!text(a).includes('B-online'), 'A did not get B’s edit while offline');
 
@@ -255,9 +254,10 @@ test('reconnect with offline edits (provider.disconnect / connect) merges both s
 test('reconnect after the TCP socket is killed: automatic reconnect merges offline edits', async () => {
   const name = uniqueDoc('killsock');
   const { TrackedWebSocket, instances } = trackingWebSocketClass();
-  const a = createProvider({ url: server.url, name, WebSocketPolyfill: TrackedWebSocket });
-  const b = createProvider({ url: server.url, name });
-  await Promise.all([waitSynced(a), waitSynced(b)]);
+  const [a, b] = await Promise.all([
+    openProvider({ url: server.url, name, WebSocketPolyfill: TrackedWebSocket }),
+    openProvider({ url: server.url, name }),
+  ]);
   a.document.getText('default').insert(0, 'base.');
   await waitText(b, 'base.');
   const identifierBefore = a.configuration.websocketProvider.identifier;

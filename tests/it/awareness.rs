@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Client, Daemon};
+use common::{Client, Daemon, wait_until};
 use zedi_sync::awareness::encode_update;
 use zedi_sync::protocol::Message;
 
@@ -39,12 +39,10 @@ fn query(client: &mut Client) -> Vec<(u64, u64, String)> {
 }
 
 fn refusals(daemon: &Daemon) -> u64 {
-    let metrics = daemon.metrics();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("zedi_protocol_errors_total{kind=\"awareness_not_owner\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no awareness_not_owner counter in {metrics}"))
+    daemon.metrics().value(
+        "zedi_protocol_errors_total",
+        &[("kind", "awareness_not_owner")],
+    ) as u64
 }
 
 #[test]
@@ -148,7 +146,11 @@ fn a_provider_reconnecting_with_its_client_id_gets_it_back() {
         DOC,
         Message::Awareness(&awareness(&[(VICTIM, 2, r#"{"v":2}"#)])),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        "the second socket's awareness refused",
+        Duration::from_secs(10),
+        || refusals(&daemon) >= 1,
+    );
     assert_eq!(refusals(&daemon), 1);
     assert_eq!(
         query(&mut observer),

@@ -5,9 +5,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
-
-use common::{Client, Daemon, text_update};
+use common::{Client, Daemon, Metrics, text_update};
 use zedi_sync::awareness::encode_update;
 use zedi_sync::protocol::{self, Message, Packet, SyncMessage};
 
@@ -53,42 +51,22 @@ fn expect_document_closed(client: &mut Client) -> String {
     }
 }
 
-fn counter(daemon: &Daemon, line_prefix: &str) -> u64 {
-    let metrics = daemon.metrics();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no {line_prefix:?} in {metrics}"))
-}
-
 fn protocol_errors(daemon: &Daemon, kind: &str) -> u64 {
-    counter(
-        daemon,
-        &format!("zedi_protocol_errors_total{{kind=\"{kind}\"}} "),
-    )
+    daemon
+        .metrics()
+        .value("zedi_protocol_errors_total", &[("kind", kind)]) as u64
 }
 
-fn awareness_budget(daemon: &Daemon) -> u64 {
-    counter(
-        daemon,
-        "zedi_memory_budget_used_bytes{holder=\"awareness\"} ",
-    )
+fn awareness_budget(metrics: &Metrics) -> u64 {
+    metrics.value("zedi_memory_budget_used_bytes", &[("holder", "awareness")]) as u64
 }
 
 /// Polls `/metrics` until the awareness budget satisfies `cond` (bounded); returns it.
 fn await_budget(daemon: &Daemon, what: &str, cond: impl Fn(u64) -> bool) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = 0;
-    while Instant::now() < deadline {
-        last = awareness_budget(daemon);
-        if cond(last) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("awareness budget never {what}; last {last}");
+    let metrics = daemon.wait_metrics(&format!("the awareness budget {what}"), |m| {
+        cond(awareness_budget(m))
+    });
+    awareness_budget(&metrics)
 }
 
 /// The honest editor renews its awareness and edits; the observer must get both, and no
@@ -199,7 +177,7 @@ fn a_connection_owns_a_bounded_number_of_client_ids() {
 fn awareness_is_charged_to_the_memory_budget_until_the_document_goes() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[("ZEDI__DOCUMENTS__UNLOAD_GRACE_MS", "50")]);
-    assert_eq!(awareness_budget(&daemon), 0);
+    assert_eq!(awareness_budget(&daemon.metrics()), 0);
     let state = format!(r#"{{"user":"{}"}}"#, "x".repeat(30_000));
     let mut a = daemon.ws();
     a.open(DOC);

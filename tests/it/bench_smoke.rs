@@ -31,6 +31,7 @@ fn run_bench(daemon: &Daemon, out: &std::path::Path, args: &[&str]) {
     );
 }
 
+// One scenario read top to bottom: run every bench scenario, then check what report.py reads.
 #[test]
 fn zedi_bench_runs_every_scenario_and_report_py_reads_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::PgCluster;
 use common::redis::RedisServer;
-use common::{Client, Daemon, Received, render, text_update};
+use common::{Client, Daemon, Received, render, text_update, wait_until};
 use zedi_sync::protocol::{self, Message, Packet, SyncMessage};
 
 fn node(
@@ -53,6 +53,13 @@ fn collect_updates(client: &mut Client, window: Duration) -> Vec<Vec<u8>> {
     updates
 }
 
+/// A node subscribes to a document's relay stream within `relay_block_ms` of opening it, and
+/// nothing outside the node shows when it has: the tests give it that long before the first
+/// edit another node must relay.
+fn let_relay_subscriptions_start() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 /// Opens `doc` on `daemon` with fresh clients until its content satisfies `ok` (bounded).
 fn wait_content(daemon: &Daemon, doc: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -95,7 +102,7 @@ fn editors_on_three_nodes_converge_with_awareness_and_stateless() {
     for cl in [&mut ca, &mut cb, &mut cc] {
         cl.open("conv");
     }
-    std::thread::sleep(Duration::from_millis(300)); // subscriptions start within relay_block_ms
+    let_relay_subscriptions_start();
     send_acked(&mut ca, "conv", 1, "A");
     let on_b = cb.expect("A's update on B", |_, m| {
         matches!(m, Message::Sync(SyncMessage::Update(_)))
@@ -142,7 +149,7 @@ fn editors_on_three_nodes_converge_with_awareness_and_stateless() {
     );
     // Relay lag is measured on the receiving side.
     assert!(
-        !b.metrics().contains("zedi_relay_lag_seconds_count 0"),
+        b.metrics().value("zedi_relay_lag_seconds_count", &[]) > 0.0,
         "no relay lag observed on B"
     );
     // Exactly one node owns the document.
@@ -190,7 +197,7 @@ fn owner_kill_9_is_taken_over_and_no_acknowledged_update_is_lost() {
         t.len() == acked
     });
     assert_eq!(content.len(), acked);
-    assert!(b.metrics().contains("zedi_lease_acquisitions_total 1"));
+    assert_eq!(b.metrics().value("zedi_lease_acquisitions_total", &[]), 1.0);
 }
 
 #[test]
@@ -203,7 +210,7 @@ fn redis_restart_and_pause_keep_local_editing_and_catch_up_across_nodes() {
     ca.open("blip");
     ca2.open("blip");
     cb.open("blip");
-    std::thread::sleep(Duration::from_millis(300));
+    let_relay_subscriptions_start();
     send_acked(&mut ca, "blip", 1, "1");
     wait_content(&b, "blip", "first edit on B", |t| t == "1");
 
@@ -224,25 +231,22 @@ fn redis_restart_and_pause_keep_local_editing_and_catch_up_across_nodes() {
         n.wait_health("Redis ok again", |h| h["cluster"]["redis"] == "ok");
     }
     // Leases are re-established safely: exactly one owner again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let owned: i64 = [&a, &b]
-            .iter()
-            .map(|n| n.health()["cluster"]["leases_owned"].as_i64().unwrap_or(0))
-            .sum();
-        if owned == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no single owner after the restart ({owned})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "a single lease owner after the restart",
+        Duration::from_secs(10),
+        || {
+            [&a, &b]
+                .iter()
+                .map(|n| n.health()["cluster"]["leases_owned"].as_i64().unwrap_or(0))
+                .sum::<i64>()
+                == 1
+        },
+    );
 
     // Redis paused for a few seconds (SIGSTOP): same story.
     redis.pause();
     send_acked(&mut cb, "blip", 3, "3");
+    // The outage itself: Redis stays stopped this long while B keeps editing.
     std::thread::sleep(Duration::from_secs(3));
     redis.resume();
     wait_content(&a, "blip", "the edit made while Redis was paused", |t| {
@@ -266,7 +270,7 @@ fn a_node_that_joins_late_loads_and_then_follows_live() {
     let (c, _dc) = node(&pg, &redis.url(), "node-c", &[]);
     let mut cc = c.ws();
     assert_eq!(render(&[&cc.open("late")]).len(), 5);
-    std::thread::sleep(Duration::from_millis(300));
+    let_relay_subscriptions_start();
     send_acked(&mut ca, "late", 99, "y");
     let live = cc.expect("a live update on the late node", |_, m| {
         matches!(m, Message::Sync(SyncMessage::Update(_)))
@@ -309,7 +313,7 @@ fn elasticache_style_tls_with_auth_token_and_key_prefixes() {
     for cl in [&mut ca, &mut cb, &mut cx] {
         cl.open("shared-name");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let_relay_subscriptions_start();
     send_acked(&mut ca, "shared-name", 1, "tls");
     cb.expect("relay over TLS", |_, m| {
         matches!(m, Message::Sync(SyncMessage::Update(_)))
@@ -339,6 +343,7 @@ fn elasticache_style_tls_with_auth_token_and_key_prefixes() {
 }
 
 /// A paused or partitioned ex-owner comes back with its old token: the store refuses it.
+// One scenario read top to bottom: lease taken, owner paused past its TTL, fenced write refused.
 #[tokio::test]
 async fn a_stale_owner_is_fenced_off_by_the_store() {
     use zedi_sync::cluster::keys::Keys;

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Daemon, Received, metric, text_update};
+use common::{Client, Daemon, Metrics, Received, text_update};
 use zedi_sync::protocol::{Message, SyncMessage};
 
 const MIB: usize = 1024 * 1024;
@@ -15,21 +15,16 @@ fn big_update(client: u64, bytes: usize) -> Vec<u8> {
     text_update(client, &"x".repeat(bytes))
 }
 
-/// Waits (bounded) until a sample of /metrics satisfies `cond`; returns the last /metrics.
-fn wait_metric(daemon: &Daemon, what: &str, series: &str, cond: impl Fn(f64) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = daemon.metrics();
-        if cond(metric(&metrics, series)) {
-            return metrics;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {series} = {}",
-            metric(&metrics, series)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// A series of /metrics: its name and exact labels.
+type Series = (&'static str, &'static [(&'static str, &'static str)]);
+
+fn metric(metrics: &Metrics, (name, labels): Series) -> f64 {
+    metrics.value(name, labels)
+}
+
+/// Waits (bounded) until `series` satisfies `cond`; returns that scrape.
+fn wait_metric(daemon: &Daemon, what: &str, series: Series, cond: impl Fn(f64) -> bool) -> Metrics {
+    daemon.wait_metrics(what, |m| cond(metric(m, series)))
 }
 
 /// The honest co-editor still edits and is acknowledged.
@@ -72,7 +67,7 @@ fn stuck_readers_are_closed_at_the_write_deadline_and_release_what_they_held() {
     }
     let mut writer = daemon.ws();
     writer.open("busy");
-    let sheds = "zedi_memory_sheds_total{reason=\"write_stall\"}";
+    let sheds: Series = ("zedi_memory_sheds_total", &[("reason", "write_stall")]);
     // The stuck readers never read again: once their socket buffers are full, output waits,
     // and after the deadline the daemon must drop them whatever they do.
     for i in 0..600u64 {
@@ -93,7 +88,7 @@ fn stuck_readers_are_closed_at_the_write_deadline_and_release_what_they_held() {
     wait_metric(
         &daemon,
         "their queues released",
-        "zedi_memory_budget_used_bytes{holder=\"outbound\"}",
+        ("zedi_memory_budget_used_bytes", &[("holder", "outbound")]),
         |v| v < 64.0 * 1024.0,
     );
     still_edits(&mut writer, "busy", 9999);
@@ -127,13 +122,13 @@ fn preauth_floods_from_many_sockets_of_one_address_stay_inside_its_share() {
     wait_metric(
         &daemon,
         "the address's share enforced",
-        "zedi_protocol_errors_total{kind=\"preauth_limit\"}",
+        ("zedi_protocol_errors_total", &[("kind", "preauth_limit")]),
         |v| v == 6.0,
     );
     let metrics = daemon.metrics();
     let held = metric(
         &metrics,
-        "zedi_memory_budget_used_bytes{holder=\"preauth\"}",
+        ("zedi_memory_budget_used_bytes", &[("holder", "preauth")]),
     );
     assert!(
         held <= 4.0 * MIB as f64 && held >= 3.0 * MIB as f64,
@@ -151,7 +146,7 @@ fn preauth_floods_from_many_sockets_of_one_address_stay_inside_its_share() {
     wait_metric(
         &daemon,
         "pre-auth bytes released",
-        "zedi_memory_budget_used_bytes{holder=\"preauth\"}",
+        ("zedi_memory_budget_used_bytes", &[("holder", "preauth")]),
         |v| v == 0.0,
     );
 }
@@ -171,7 +166,7 @@ fn a_long_session_id_is_refused() {
     assert_eq!(
         metric(
             &daemon.metrics(),
-            "zedi_protocol_errors_total{kind=\"invalid_address\"}"
+            ("zedi_protocol_errors_total", &[("kind", "invalid_address")])
         ),
         1.0
     );
@@ -202,7 +197,7 @@ fn a_socket_without_an_authenticated_document_is_closed() {
     assert_eq!(
         metric(
             &daemon.metrics(),
-            "zedi_protocol_errors_total{kind=\"auth_timeout\"}"
+            ("zedi_protocol_errors_total", &[("kind", "auth_timeout")])
         ),
         1.0
     );
@@ -264,13 +259,16 @@ fn a_nearly_full_budget_refuses_connections_then_documents_and_health_stays_up()
     assert!(
         metric(
             &metrics,
-            "zedi_memory_sheds_total{reason=\"connection_refused\"}"
+            (
+                "zedi_memory_sheds_total",
+                &[("reason", "connection_refused")]
+            )
         ) >= 1.0
     );
     assert!(
         metric(
             &metrics,
-            "zedi_memory_sheds_total{reason=\"document_refused\"}"
+            ("zedi_memory_sheds_total", &[("reason", "document_refused")])
         ) >= 1.0
     );
     // Once the document unloads its charge goes, and the node takes connections again.
@@ -278,7 +276,7 @@ fn a_nearly_full_budget_refuses_connections_then_documents_and_health_stays_up()
     wait_metric(
         &daemon,
         "the document's charge released",
-        "zedi_memory_budget_used_bytes{holder=\"documents\"}",
+        ("zedi_memory_budget_used_bytes", &[("holder", "documents")]),
         |v| v == 0.0,
     );
     assert_eq!(upgrade_status(daemon.port), 101);
@@ -302,7 +300,7 @@ fn over_the_budget_the_socket_holding_the_most_is_closed_first() {
         stuck.open(doc);
         writer.open(doc);
     }
-    let shed = "zedi_memory_sheds_total{reason=\"socket_closed\"}";
+    let shed: Series = ("zedi_memory_sheds_total", &[("reason", "socket_closed")]);
     for i in 0..400u64 {
         let doc = docs[i as usize % 2];
         writer.send(
@@ -316,7 +314,10 @@ fn over_the_budget_the_socket_holding_the_most_is_closed_first() {
     }
     let metrics = wait_metric(&daemon, "the stuck reader shed", shed, |v| v >= 1.0);
     assert_eq!(
-        metric(&metrics, "zedi_memory_sheds_total{reason=\"slow_reader\"}"),
+        metric(
+            &metrics,
+            ("zedi_memory_sheds_total", &[("reason", "slow_reader")])
+        ),
         0.0,
         "the budget, not the per-socket share, closed it"
     );
@@ -337,18 +338,18 @@ fn resident_memory_nothing_charges_still_fills_the_budget() {
     let metrics = wait_metric(
         &daemon,
         "the resident size sampled",
-        "zedi_memory_resident_bytes",
+        ("zedi_memory_resident_bytes", &[]),
         |v| v >= 0.8 * 16.0 * MIB as f64,
     );
     assert_eq!(
         metric(
             &metrics,
-            "zedi_memory_budget_used_bytes{holder=\"documents\"}"
+            ("zedi_memory_budget_used_bytes", &[("holder", "documents")])
         ),
         0.0
     );
     assert!(
-        metric(&metrics, "zedi_memory_budget_fill_bytes") >= 0.8 * 16.0 * MIB as f64,
+        metric(&metrics, ("zedi_memory_budget_fill_bytes", &[])) >= 0.8 * 16.0 * MIB as f64,
         "the fill is at least the resident size"
     );
     assert_eq!(upgrade_status(daemon.port), 503, "new sockets are refused");
@@ -357,7 +358,10 @@ fn resident_memory_nothing_charges_still_fills_the_budget() {
     assert!(
         metric(
             &daemon.metrics(),
-            "zedi_memory_sheds_total{reason=\"connection_refused\"}"
+            (
+                "zedi_memory_sheds_total",
+                &[("reason", "connection_refused")]
+            )
         ) >= 1.0
     );
     drop(daemon);
@@ -369,7 +373,7 @@ fn resident_memory_nothing_charges_still_fills_the_budget() {
     wait_metric(
         &daemon,
         "the resident size sampled",
-        "zedi_memory_resident_bytes",
+        ("zedi_memory_resident_bytes", &[]),
         |v| v >= 0.8 * 16.0 * MIB as f64,
     );
     assert_eq!(upgrade_status(daemon.port), 101);
@@ -399,7 +403,7 @@ fn preauth_queues_of_many_addresses_together_stop_at_a_quarter_of_the_budget() {
             zedi_sync::protocol::encode("shared", &Message::Sync(SyncMessage::Update(&update)));
         f.send_batch(vec![frame; 4]);
     }
-    let series = "zedi_memory_budget_used_bytes{holder=\"preauth\"}";
+    let series: Series = ("zedi_memory_budget_used_bytes", &[("holder", "preauth")]);
     wait_metric(&daemon, "the pre-auth share filled", series, |v| {
         v >= 4.0 * MIB as f64
     });
@@ -409,6 +413,7 @@ fn preauth_queues_of_many_addresses_together_stop_at_a_quarter_of_the_budget() {
     for _ in 0..10 {
         let held = metric(&daemon.metrics(), series);
         assert!(held <= bound, "pre-auth bytes held: {held} > {bound}");
+        // The bound must hold over time, not at one instant: sample it for a second.
         std::thread::sleep(Duration::from_millis(100));
     }
     still_edits(&mut editor, "shared", 8);
@@ -416,7 +421,7 @@ fn preauth_queues_of_many_addresses_together_stop_at_a_quarter_of_the_budget() {
     assert_eq!(
         metric(
             &daemon.metrics(),
-            "zedi_protocol_errors_total{kind=\"preauth_limit\"}"
+            ("zedi_protocol_errors_total", &[("kind", "preauth_limit")])
         ),
         0.0
     );
@@ -438,7 +443,7 @@ fn unfinished_frames_of_many_sockets_together_stop_at_a_quarter_of_the_budget() 
     for s in &mut senders {
         s.send_partial_frame(3_900_000, 3_000_000);
     }
-    let series = "zedi_memory_budget_used_bytes{holder=\"inbound\"}";
+    let series: Series = ("zedi_memory_budget_used_bytes", &[("holder", "inbound")]);
     wait_metric(&daemon, "the inbound share filled", series, |v| {
         v >= 4.0 * MIB as f64
     });
@@ -448,6 +453,7 @@ fn unfinished_frames_of_many_sockets_together_stop_at_a_quarter_of_the_budget() 
     for _ in 0..10 {
         let held = metric(&daemon.metrics(), series);
         assert!(held <= bound, "partial frame bytes held: {held} > {bound}");
+        // The bound must hold over time, not at one instant: sample it for a second.
         std::thread::sleep(Duration::from_millis(100));
     }
     still_edits(&mut editor, "doc", 8);

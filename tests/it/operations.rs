@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, bin, free_port, http_get, render, text_update};
+use common::{Daemon, bin, free_port, http_get, render, text_update, wait_until};
 use zedi_sync::protocol::{Message, SyncMessage};
 
 fn signal(pid: u32, sig: &str) {
@@ -28,11 +28,9 @@ fn spawn_piped(data: &std::path::Path, env: &[(&str, &str)]) -> (std::process::C
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(port, "/health").map(|(s, _)| s) != Some(200) {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the daemon to start", Duration::from_secs(20), || {
+        http_get(port, "/health").map(|(s, _)| s) == Some(200)
+    });
     (child, port)
 }
 
@@ -107,6 +105,7 @@ fn a_second_signal_exits_at_once() {
         ],
     );
     signal(child.id(), "-TERM");
+    // What is checked is that nothing happens: the daemon is still there a moment later.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -234,11 +233,9 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("moto_server to start", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         Moto { child, port }
     }
 }
@@ -290,6 +287,11 @@ async fn datapoints(endpoint: &str, metric: &str, service: &str) -> Vec<f64> {
         .collect()
 }
 
+fn publishes(metrics: &common::Metrics, result: &str) -> f64 {
+    metrics.value("zedi_cloudwatch_publish_total", &[("result", result)])
+}
+
+// One scenario read top to bottom: publish, read back, lose the emulator, keep serving.
 #[tokio::test]
 async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_serving() {
     let moto = Moto::start();
@@ -335,11 +337,8 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(
-        daemon
-            .metrics()
-            .contains("zedi_cloudwatch_publish_total{result=\"ok\"}")
-    );
+    // Counted when the emulator's answer is back, which may be a moment after it shows the data.
+    daemon.wait_metrics("a publish counted ok", |m| publishes(m, "ok") >= 1.0);
     // MemoryPressure went in the same call, with the same dimensions.
     let pressure = datapoints(&endpoint, "MemoryPressure", "zedi-realtime").await;
     assert!(
@@ -368,10 +367,7 @@ async fn put_metric_data_reaches_the_aws_api_emulator_and_failures_never_stop_se
     // The API goes away: failures are counted, editing goes on.
     drop(moto);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon
-        .metrics()
-        .contains("zedi_cloudwatch_publish_total{result=\"error\"}")
-    {
+    while publishes(&daemon.metrics(), "error") < 1.0 {
         assert!(
             Instant::now() < deadline,
             "publish failures were not counted"
@@ -401,13 +397,8 @@ fn the_metrics_catalogue_matches_what_the_daemon_exposes() {
     let catalogue = std::fs::read_to_string(common::repo_path("docs/metrics.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    let exposed: std::collections::BTreeSet<String> = daemon
-        .metrics()
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect();
+    let exposed: std::collections::BTreeSet<String> =
+        daemon.metrics().families().map(String::from).collect();
     assert!(exposed.len() > 20, "{exposed:?}");
     for name in &exposed {
         assert!(

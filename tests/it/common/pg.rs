@@ -1,6 +1,5 @@
 //! A throwaway PostgreSQL cluster per test (scripts/pg-cluster.sh): own port, own data, TLS on,
 //! password auth over TCP, destroyed on drop.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! A throwaway redis-server per test on a free loopback port (no persistence), optionally
 //! with TLS and an AUTH password, that can be restarted on the same port, paused (SIGSTOP) and
 //! resumed. Killed on drop.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
