@@ -409,6 +409,11 @@ fn a_full_write_queue_refuses_new_updates_and_keeps_accepted_ones() {
 
     pg.restart();
     daemon.wait_health("store recovered", |h| h["store"] == "ok");
+    // "ok" comes with the first write that succeeds; the second may still be in flight, and
+    // the restart below is a SIGKILL, which keeps only what is durable.
+    daemon.wait_metrics("the write queue to drain", |m| {
+        m.value("zedi_store_pending_writes", &[]) == 0.0
+    });
     drop(watcher);
     daemon.restart();
     let mut c = daemon.ws();
