@@ -9,58 +9,15 @@
 pub mod jwks;
 pub mod jwt;
 pub mod policy;
+mod result;
 mod settings;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use policy::{Access, DefaultAccess, Policy};
+pub use result::{AuthFailure, AuthResult};
 pub use settings::{AuthMode, AuthSettings, TokenUse};
-
-/// Why a token was not accepted; each is a metric label and a log field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
-    #[error("no token")]
-    MissingToken,
-    #[error("malformed token")]
-    Malformed,
-    #[error("algorithm not allowed")]
-    AlgorithmNotAllowed,
-    #[error("bad signature")]
-    BadSignature,
-    #[error("token expired")]
-    Expired,
-    #[error("token not yet valid")]
-    NotYetValid,
-    #[error("wrong issuer")]
-    WrongIssuer,
-    #[error("wrong audience")]
-    WrongAudience,
-    #[error("wrong token use")]
-    WrongTokenUse,
-    #[error("unknown signing key")]
-    UnknownKey,
-    #[error("signing keys unavailable")]
-    JwksUnavailable,
-}
-
-impl AuthFailure {
-    pub fn label(&self) -> &'static str {
-        match self {
-            AuthFailure::MissingToken => "missing_token",
-            AuthFailure::Malformed => "malformed",
-            AuthFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
-            AuthFailure::BadSignature => "bad_signature",
-            AuthFailure::Expired => "expired",
-            AuthFailure::NotYetValid => "not_yet_valid",
-            AuthFailure::WrongIssuer => "wrong_issuer",
-            AuthFailure::WrongAudience => "wrong_audience",
-            AuthFailure::WrongTokenUse => "wrong_token_use",
-            AuthFailure::UnknownKey => "unknown_key",
-            AuthFailure::JwksUnavailable => "jwks_unavailable",
-        }
-    }
-}
 
 /// The answer for one (token, document).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +25,8 @@ pub struct Decision {
     pub access: Access,
     /// When the token stops being valid (with leeway); the session asks for a fresh one then.
     pub expires_at: Option<SystemTime>,
-    /// Metric label: `read_write`, `readonly`, `denied_policy`, or an [`AuthFailure`] label.
-    pub result: &'static str,
+    /// What the `auth_results_total` metric and the log say of it.
+    pub result: AuthResult,
 }
 
 struct Inner {
@@ -166,7 +123,7 @@ impl Authorizer {
             return Decision {
                 access: Access::ReadWrite,
                 expires_at: None,
-                result: "read_write",
+                result: AuthResult::ReadWrite,
             };
         };
         match verifier.verify(token).await {
@@ -175,14 +132,14 @@ impl Authorizer {
                     reason: format!("permission-denied: {failure}"),
                 },
                 expires_at: None,
-                result: failure.label(),
+                result: AuthResult::Failed(failure),
             },
             Ok(verified) => {
                 let access = self.inner.policy.decide(&verified.claims, document);
                 let result = match &access {
-                    Access::ReadWrite => "read_write",
-                    Access::ReadOnly => "readonly",
-                    Access::Denied { .. } => "denied_policy",
+                    Access::ReadWrite => AuthResult::ReadWrite,
+                    Access::ReadOnly => AuthResult::ReadOnly,
+                    Access::Denied { .. } => AuthResult::DeniedPolicy,
                 };
                 Decision {
                     access,
@@ -238,18 +195,30 @@ mod tests {
         assert_eq!(d.access, Access::ReadWrite);
         assert!(d.expires_at.is_some());
         let wrong = hs("other", json!({"sub": "u", "exp": now() + 60}));
-        assert_eq!(auth.decide(&wrong, "doc").await.result, "bad_signature");
+        assert_eq!(
+            auth.decide(&wrong, "doc").await.result.label(),
+            "bad_signature"
+        );
         let expired = hs("s3cret", json!({"sub": "u", "exp": now() - 120}));
-        assert_eq!(auth.decide(&expired, "doc").await.result, "expired");
+        assert_eq!(auth.decide(&expired, "doc").await.result.label(), "expired");
         let no_exp = hs("s3cret", json!({"sub": "u"}));
-        assert_eq!(auth.decide(&no_exp, "doc").await.result, "malformed");
+        assert_eq!(
+            auth.decide(&no_exp, "doc").await.result.label(),
+            "malformed"
+        );
         let future = hs(
             "s3cret",
             json!({"sub": "u", "exp": now() + 600, "nbf": now() + 300}),
         );
-        assert_eq!(auth.decide(&future, "doc").await.result, "not_yet_valid");
-        assert_eq!(auth.decide("", "doc").await.result, "missing_token");
-        assert_eq!(auth.decide("not.a.jwt", "doc").await.result, "malformed");
+        assert_eq!(
+            auth.decide(&future, "doc").await.result.label(),
+            "not_yet_valid"
+        );
+        assert_eq!(auth.decide("", "doc").await.result.label(), "missing_token");
+        assert_eq!(
+            auth.decide("not.a.jwt", "doc").await.result.label(),
+            "malformed"
+        );
     }
 
     #[tokio::test]
@@ -262,11 +231,11 @@ mod tests {
             "s3cret",
             json!({"sub": "u", "exp": (now() - 600) as f64 + 0.5}),
         );
-        assert_eq!(auth.decide(&past, "doc").await.result, "expired");
+        assert_eq!(auth.decide(&past, "doc").await.result.label(), "expired");
         let exp = now() + 600;
         let future = hs("s3cret", json!({"sub": "u", "exp": exp as f64 + 0.5}));
         let d = auth.decide(&future, "doc").await;
-        assert_eq!(d.result, "read_write");
+        assert_eq!(d.result.label(), "read_write");
         assert_eq!(
             d.expires_at,
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp) + leeway)
@@ -279,14 +248,20 @@ mod tests {
         ] {
             let t = hs("s3cret", json!({"sub": "u", "exp": far}));
             let d = auth.decide(&t, "doc").await;
-            assert_eq!(d.result, "read_write", "{far}");
+            assert_eq!(d.result.label(), "read_write", "{far}");
             let at = d.expires_at.expect("an expiry");
             assert!(at.duration_since(SystemTime::now()).is_ok());
         }
         let negative = hs("s3cret", json!({"sub": "u", "exp": -1}));
-        assert_eq!(auth.decide(&negative, "doc").await.result, "malformed");
+        assert_eq!(
+            auth.decide(&negative, "doc").await.result.label(),
+            "malformed"
+        );
         let bad_nbf = hs("s3cret", json!({"sub": "u", "exp": exp, "nbf": "soon"}));
-        assert_eq!(auth.decide(&bad_nbf, "doc").await.result, "malformed");
+        assert_eq!(
+            auth.decide(&bad_nbf, "doc").await.result.label(),
+            "malformed"
+        );
     }
 
     #[tokio::test]
@@ -310,7 +285,10 @@ mod tests {
             b64.encode(br#"{"alg":"RS256","typ":"JWT","kid":"k"}"#),
             b64.encode(format!(r#"{{"sub":"u","exp":{}}}"#, now() + 60))
         );
-        assert_eq!(auth.decide(&rs, "d").await.result, "algorithm_not_allowed");
+        assert_eq!(
+            auth.decide(&rs, "d").await.result.label(),
+            "algorithm_not_allowed"
+        );
     }
 
     #[tokio::test]
@@ -324,7 +302,7 @@ mod tests {
             json!({"exp": now() + 60, "zedi:documents": ["a/*"], "cognito:groups": ["viewers"]}),
         );
         assert_eq!(auth.decide(&t, "a/1").await.access, Access::ReadOnly);
-        assert_eq!(auth.decide(&t, "b/1").await.result, "denied_policy");
+        assert_eq!(auth.decide(&t, "b/1").await.result.label(), "denied_policy");
     }
 
     #[tokio::test]

@@ -179,12 +179,12 @@ impl SessionActor {
                     act.shared
                         .metrics
                         .auth_results_total
-                        .with_label_values(&[decision.result])
+                        .with_label_values(&[decision.result.label()])
                         .inc();
-                    if decision.result != "read_write" && decision.result != "readonly" {
+                    if !decision.result.is_granted() {
                         tracing::info!(
                             session = act.id,
-                            result = decision.result,
+                            result = decision.result.label(),
                             refresh,
                             "authentication refused"
                         );
@@ -335,7 +335,7 @@ impl SessionActor {
                 act.shared
                     .metrics
                     .auth_results_total
-                    .with_label_values(&["refresh_failed"])
+                    .with_label_values(&[crate::auth::AuthResult::RefreshFailed.label()])
                     .inc();
                 tracing::info!(
                     session = act.id,
