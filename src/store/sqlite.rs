@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates, state_vector_of,
+    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
+    state_vector_of,
 };
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last one applied.
@@ -184,13 +185,7 @@ impl Store for SqliteStore {
         let (stored, log) = self
             .with_conn(move |conn| read_for_fold(conn, &owned))
             .await?;
-        let stored_fence = stored.as_ref().map_or(0, |s| s.fence as u64);
-        if fence < stored_fence {
-            return Err(StoreError::Fenced {
-                offered: fence,
-                stored: stored_fence,
-            });
-        }
+        check_fence(stored.as_ref().map_or(0, |s| s.fence as u64), fence)?;
         if log.is_empty() {
             return Ok(CompactOutcome {
                 folded_updates: 0,
@@ -348,13 +343,9 @@ fn write_fold(conn: &mut Connection, write: &FoldWrite<'_>) -> Result<(), StoreE
         )
         .optional()
         .map_err(backend)?;
-    if let Some((now_fence, _)) = now_version
-        && write.fence < now_fence as u64
-    {
-        return Err(StoreError::Fenced {
-            offered: write.fence,
-            stored: now_fence as u64,
-        });
+    // Checked again: a newer owner may have compacted while this one folded.
+    if let Some((now_fence, _)) = now_version {
+        check_fence(now_fence as u64, write.fence)?;
     }
     if now_version != write.seen {
         // Another compaction got there first; our fold is stale. Nothing is lost: the log
