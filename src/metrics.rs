@@ -117,6 +117,33 @@ impl Traffic {
     }
 }
 
+/// The series of a counter whose one label has a closed set of values, each looked up once: a
+/// label lookup is a hash and a lock, too much for a path taken per frame or per message. A
+/// value outside the set still counts, through the lookup.
+pub struct LabelledCounters {
+    values: &'static [&'static str],
+    series: Vec<IntCounter>,
+    vec: IntCounterVec,
+}
+
+impl LabelledCounters {
+    pub fn resolve(vec: &IntCounterVec, values: &'static [&'static str]) -> Self {
+        LabelledCounters {
+            values,
+            series: values.iter().map(|v| vec.with_label_values(&[v])).collect(),
+            vec: vec.clone(),
+        }
+    }
+
+    /// Adds one to the series of `value`: a scan of a few dozen short strings, no lock.
+    pub fn inc(&self, value: &str) {
+        match self.values.iter().position(|v| *v == value) {
+            Some(i) => self.series[i].inc(),
+            None => self.vec.with_label_values(&[value]).inc(),
+        }
+    }
+}
+
 /// Registers metrics in the process's registry. The `expect`s run on names and options fixed at
 /// compile time, once at start: nothing a client or the network does can reach them.
 struct Registrar(Registry);
@@ -169,23 +196,31 @@ impl Registrar {
 /// Declares `Metrics` from a table with one entry per registered metric: the field, which is
 /// also the metric's name after the `zedi_` prefix, its type, and the [`Registrar`] method and
 /// arguments that make it. A table rather than one long constructor, so that a metric's name,
-/// type and help stay side by side and cannot drift apart.
+/// type and help stay side by side and cannot drift apart. The `resolved` entries come first:
+/// private fields made from the table's metrics (series looked up once for hot paths).
 macro_rules! metrics_table {
-    ($($(#[$doc:meta])* $field:ident: $ty:ty = $make:ident($($arg:expr),* $(,)?);)*) => {
+    (
+        resolved { $($(#[$rdoc:meta])* $resolved:ident: $rty:ty = $resolve:expr;)* }
+        $($(#[$doc:meta])* $field:ident: $ty:ty = $make:ident($($arg:expr),* $(,)?);)*
+    ) => {
         pub struct Metrics {
             registry: Registry,
             /// `messages_total{direction, type}` and `bytes_total{direction}`, each series
             /// looked up once here: a label lookup is a hash and a lock, and every frame in and
             /// out counts twice.
             traffic: Traffic,
+            $($(#[$rdoc])* $resolved: $rty,)*
             $($(#[$doc])* pub $field: $ty,)*
         }
 
         impl Metrics {
             /// Registers every metric of the table, in the table's order.
             fn register(registrar: Registrar, traffic: Traffic) -> Self {
+                $(let $field = registrar.$make(stringify!($field), $($arg),*);)*
+                $(let $resolved = $resolve;)*
                 Metrics {
-                    $($field: registrar.$make(stringify!($field), $($arg),*),)*
+                    $($resolved,)*
+                    $($field,)*
                     traffic,
                     registry: registrar.0,
                 }
@@ -195,6 +230,12 @@ macro_rules! metrics_table {
 }
 
 metrics_table! {
+    resolved {
+        /// Every kind of `protocol_errors_total`: some count on every throttled frame.
+        protocol_errors: LabelledCounters =
+            LabelledCounters::resolve(&protocol_errors_total, PROTOCOL_ERROR_KINDS);
+    }
+
     // Connections.
     connections_open: IntGauge = gauge("Open WebSocket connections.");
     connections_total: IntCounter = counter("WebSocket connections accepted.");
@@ -378,7 +419,7 @@ impl Metrics {
     }
 
     pub fn protocol_error(&self, kind: &'static str) {
-        self.protocol_errors_total.with_label_values(&[kind]).inc();
+        self.protocol_errors.inc(kind);
     }
 
     /// Prometheus text exposition of every metric.

@@ -30,14 +30,14 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::IntGauge;
 
 pub use charge::Charge;
 pub use meter::{AbortReason, OutboundCharge, SocketMeter};
 pub use pressure::Pressure;
 pub use shed::{SHED_FLOOR_BYTES, SHED_REASONS};
 
-use crate::metrics::Metrics;
+use crate::metrics::{LabelledCounters, Metrics};
 
 /// What holds charged memory. The label of `zedi_memory_budget_used_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,8 @@ pub struct MemoryBudget {
     recently_shed_ms: AtomicU64,
     used: [AtomicUsize; 6],
     gauges: [IntGauge; 6],
-    sheds: IntCounterVec,
+    /// `zedi_memory_sheds_total` by reason; a flood of refused upgrades counts one per upgrade.
+    sheds: LabelledCounters,
     /// Every open socket's meter, for shedding the largest.
     sockets: Mutex<HashMap<u64, Weak<SocketMeter>>>,
     started: Instant,
@@ -129,7 +130,7 @@ impl MemoryBudget {
                     .memory_budget_used_bytes
                     .with_label_values(&[h.as_str()])
             }),
-            sheds: metrics.memory_sheds_total.clone(),
+            sheds: LabelledCounters::resolve(&metrics.memory_sheds_total, SHED_REASONS),
             sockets: Mutex::new(HashMap::new()),
             started: Instant::now(),
             last_shed_ms: AtomicU64::new(0),

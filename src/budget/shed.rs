@@ -32,7 +32,7 @@ const RESIDENT_LAG_MS: u64 = 2000;
 impl MemoryBudget {
     /// Counts one refusal or close in `zedi_memory_sheds_total`.
     pub fn count_shed(&self, reason: &'static str) {
-        self.sheds.with_label_values(&[reason]).inc();
+        self.sheds.inc(reason);
     }
 
     /// Over the limit: closes the sockets holding the most (each at least

@@ -164,6 +164,7 @@ async fn publish_loop(
     health: Arc<RedisHealth>,
     metrics: Arc<Metrics>,
 ) {
+    let publish_errors = metrics.redis_errors_total.with_label_values(&["publish"]);
     let mut batch = Vec::with_capacity(256);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -215,10 +216,7 @@ async fn publish_loop(
                     if health.publisher_ok.swap(false, Ordering::Relaxed) {
                         tracing::warn!(%error, "relay publish failed; retrying");
                     }
-                    metrics
-                        .redis_errors_total
-                        .with_label_values(&["publish"])
-                        .inc();
+                    publish_errors.inc();
                     backoff.wait().await;
                 }
             }

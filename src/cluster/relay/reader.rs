@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use deadpool_redis::Pool;
+use prometheus::IntCounter;
 use redis::Value;
 use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
@@ -120,6 +121,7 @@ async fn read_loop(
     metrics: Arc<Metrics>,
 ) {
     let mut reader = StreamReader {
+        read_errors: metrics.redis_errors_total.with_label_values(&["read"]),
         rx,
         subs: HashMap::new(),
         pool,
@@ -155,6 +157,8 @@ struct StreamReader {
     block: Duration,
     health: Arc<RedisHealth>,
     metrics: Arc<Metrics>,
+    /// `redis_errors_total{op="read"}`, looked up once.
+    read_errors: IntCounter,
 }
 
 impl StreamReader {
@@ -301,10 +305,7 @@ impl StreamReader {
     }
 
     fn count_read_error(&self) {
-        self.metrics
-            .redis_errors_total
-            .with_label_values(&["read"])
-            .inc();
+        self.read_errors.inc();
     }
 }
 
