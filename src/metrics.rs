@@ -4,12 +4,12 @@
 use crate::protocol::MessageType;
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Latency buckets from 50 µs to 5 s: update apply is microseconds, an fsync milliseconds.
 /// Every `kind` of `protocol_errors_total` (a closed set: see docs/metrics.md).
 pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "malformed_frame",
@@ -61,9 +61,15 @@ pub const AUTH_RESULTS: &[&str] = &[
     "refresh_failed",
 ];
 
+/// Latency buckets from 50 µs to 5 s: update apply is microseconds, an fsync milliseconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
+];
+
+/// Updates per group-commit transaction, powers of two up to 1024.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
 /// Which way a frame went: the `direction` label.
@@ -91,7 +97,17 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn resolve(messages: &IntCounterVec, bytes: &IntCounterVec) -> Self {
+    fn register(registrar: &Registrar) -> Self {
+        let messages = registrar.counter_vec(
+            "messages_total",
+            "Hocuspocus messages by direction and type.",
+            &["direction", "type"],
+        );
+        let bytes = registrar.counter_vec(
+            "bytes_total",
+            "WebSocket payload bytes by direction.",
+            &["direction"],
+        );
         Traffic {
             messages: Direction::ALL.map(|d| {
                 MessageType::ALL.map(|t| messages.with_label_values(&[d.label(), t.as_str()]))
@@ -101,274 +117,249 @@ impl Traffic {
     }
 }
 
-pub struct Metrics {
-    registry: Registry,
-    pub connections_open: IntGauge,
-    pub connections_total: IntCounter,
-    pub documents_open: IntGauge,
-    pub documents_loaded_total: IntCounter,
-    pub documents_unloaded_total: IntCounter,
-    /// `messages_total{direction, type}` and `bytes_total{direction}`, each series looked up
-    /// once here: a label lookup is a hash and a lock, and every frame in and out counts twice.
-    traffic: Traffic,
-    pub update_apply_seconds: Histogram,
-    /// labels: op (load|append|compact|fence)
-    pub store_seconds: HistogramVec,
-    /// labels: op, kind (backend|fenced|corrupt)
-    pub store_errors_total: IntCounterVec,
-    pub store_pending_writes: IntGauge,
-    pub store_batch_size: Histogram,
-    pub store_degraded: IntGauge,
-    /// labels: kind (malformed_frame, unknown_message_type, bad_update, ...)
-    pub protocol_errors_total: IntCounterVec,
-    /// labels: reason
-    pub closes_total: IntCounterVec,
-    pub writes_refused_total: IntCounter,
-    /// labels: result (read_write, readonly, denied_policy, expired, bad_signature, ...)
-    pub auth_results_total: IntCounterVec,
-    pub origin_rejections_total: IntCounter,
-    pub relay_published_total: IntCounter,
-    pub relay_received_total: IntCounter,
-    pub relay_dropped_total: IntCounter,
-    pub relay_lag_seconds: Histogram,
-    /// labels: op (publish, read, lease, heartbeat)
-    pub redis_errors_total: IntCounterVec,
-    pub lease_acquisitions_total: IntCounter,
-    pub lease_losses_total: IntCounter,
-    pub leases_owned: IntGauge,
-    pub catch_ups_total: IntCounter,
-    /// labels: result (ok, error)
-    pub cloudwatch_publish_total: IntCounterVec,
-    pub draining: IntGauge,
+/// The series of a counter whose one label has a closed set of values, each looked up once: a
+/// label lookup is a hash and a lock, too much for a path taken per frame or per message. A
+/// value outside the set still counts, through the lookup.
+pub struct LabelledCounters {
+    values: &'static [&'static str],
+    series: Vec<IntCounter>,
+    vec: IntCounterVec,
+}
+
+impl LabelledCounters {
+    pub fn resolve(vec: &IntCounterVec, values: &'static [&'static str]) -> Self {
+        LabelledCounters {
+            values,
+            series: values.iter().map(|v| vec.with_label_values(&[v])).collect(),
+            vec: vec.clone(),
+        }
+    }
+
+    /// Adds one to the series of `value`: a scan of a few dozen short strings, no lock.
+    pub fn inc(&self, value: &str) {
+        match self.values.iter().position(|v| *v == value) {
+            Some(i) => self.series[i].inc(),
+            None => self.vec.with_label_values(&[value]).inc(),
+        }
+    }
+}
+
+/// Registers metrics in the process's registry. The `expect`s run on names and options fixed at
+/// compile time, once at start: nothing a client or the network does can reach them.
+struct Registrar(Registry);
+
+impl Registrar {
+    fn add<M: Collector + Clone + 'static>(&self, made: prometheus::Result<M>) -> M {
+        let metric = made.expect("static metric definition");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric name");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.add(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        ))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> HistogramVec {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ))
+    }
+}
+
+/// Declares `Metrics` from a table with one entry per registered metric: the field, which is
+/// also the metric's name after the `zedi_` prefix, its type, and the [`Registrar`] method and
+/// arguments that make it. A table rather than one long constructor, so that a metric's name,
+/// type and help stay side by side and cannot drift apart. The `resolved` entries come first:
+/// private fields made from the table's metrics (series looked up once for hot paths).
+macro_rules! metrics_table {
+    (
+        resolved { $($(#[$rdoc:meta])* $resolved:ident: $rty:ty = $resolve:expr;)* }
+        $($(#[$doc:meta])* $field:ident: $ty:ty = $make:ident($($arg:expr),* $(,)?);)*
+    ) => {
+        pub struct Metrics {
+            registry: Registry,
+            /// `messages_total{direction, type}` and `bytes_total{direction}`, each series
+            /// looked up once here: a label lookup is a hash and a lock, and every frame in and
+            /// out counts twice.
+            traffic: Traffic,
+            $($(#[$rdoc])* $resolved: $rty,)*
+            $($(#[$doc])* pub $field: $ty,)*
+        }
+
+        impl Metrics {
+            /// Registers every metric of the table, in the table's order.
+            fn register(registrar: Registrar, traffic: Traffic) -> Self {
+                $(let $field = registrar.$make(stringify!($field), $($arg),*);)*
+                $(let $resolved = $resolve;)*
+                Metrics {
+                    $($resolved,)*
+                    $($field,)*
+                    traffic,
+                    registry: registrar.0,
+                }
+            }
+        }
+    };
+}
+
+metrics_table! {
+    resolved {
+        /// Every kind of `protocol_errors_total`: some count on every throttled frame.
+        protocol_errors: LabelledCounters =
+            LabelledCounters::resolve(&protocol_errors_total, PROTOCOL_ERROR_KINDS);
+    }
+
+    // Connections.
+    connections_open: IntGauge = gauge("Open WebSocket connections.");
+    connections_total: IntCounter = counter("WebSocket connections accepted.");
     /// labels: reason (node_full, address_full)
-    pub connections_refused_total: IntCounterVec,
+    connections_refused_total: IntCounterVec = counter_vec(
+        "WebSocket upgrades refused by a connection limit.",
+        &["reason"],
+    );
+    origin_rejections_total: IntCounter = counter(
+        "WebSocket upgrades refused because of their Origin.",
+    );
+    draining: IntGauge = gauge("1 from the shutdown signal until exit.");
+
+    // Documents.
+    documents_open: IntGauge = gauge("Documents loaded on this node.");
+    documents_loaded_total: IntCounter = counter("Document loads.");
+    documents_unloaded_total: IntCounter = counter("Document unloads.");
+    update_apply_seconds: Histogram = histogram(
+        "Time to decode and apply one Yjs update to a document.",
+        LATENCY_BUCKETS,
+    );
+
+    // Client input, auth and closes.
+    /// labels: kind (malformed_frame, unknown_message_type, bad_update, ...)
+    protocol_errors_total: IntCounterVec = counter_vec(
+        "Bad input from clients by kind.",
+        &["kind"],
+    );
+    /// labels: reason
+    closes_total: IntCounterVec = counter_vec(
+        "Sockets or documents closed by the server, by reason.",
+        &["reason"],
+    );
+    writes_refused_total: IntCounter = counter(
+        "Updates refused because the store queue was full.",
+    );
+    /// labels: result (read_write, readonly, denied_policy, expired, bad_signature, ...)
+    auth_results_total: IntCounterVec = counter_vec(
+        "Token decisions per document by result (failure reason when refused).",
+        &["result"],
+    );
+
+    // The store.
+    /// labels: op (load|append|compact|fence)
+    store_seconds: HistogramVec = histogram_vec(
+        "Store operation latency by op.",
+        LATENCY_BUCKETS,
+        &["op"],
+    );
+    /// labels: op, kind (backend|fenced|corrupt)
+    store_errors_total: IntCounterVec = counter_vec(
+        "Failed store operations by op and error kind.",
+        &["op", "kind"],
+    );
+    store_pending_writes: IntGauge = gauge(
+        "Updates accepted but not yet durable in the store.",
+    );
+    store_batch_size: Histogram = histogram(
+        "Updates per group-commit transaction.",
+        BATCH_SIZE_BUCKETS,
+    );
+    store_degraded: IntGauge = gauge("1 while store writes are failing and being retried.");
+
+    // The cluster: relay and leases.
+    relay_published_total: IntCounter = counter(
+        "Entries this node published to document streams.",
+    );
+    relay_received_total: IntCounter = counter(
+        "Entries of other nodes received from document streams.",
+    );
+    relay_dropped_total: IntCounter = counter(
+        "Entries not published because too many waited for Redis (others catch up from the store).",
+    );
+    relay_lag_seconds: Histogram = histogram(
+        "Time from another node's publish (Redis entry id clock) to delivery here.",
+        LATENCY_BUCKETS,
+    );
+    /// labels: op (publish, read, lease, heartbeat)
+    redis_errors_total: IntCounterVec = counter_vec("Failed Redis operations by op.", &["op"]);
+    lease_acquisitions_total: IntCounter = counter("Document leases acquired.");
+    lease_losses_total: IntCounter = counter(
+        "Document leases lost (taken over or not renewed in time).",
+    );
+    leases_owned: IntGauge = gauge("Document leases this node holds.");
+    catch_ups_total: IntCounter = counter(
+        "Documents reloaded from the store after a Redis outage.",
+    );
+
+    // CloudWatch.
+    /// labels: result (ok, error)
+    cloudwatch_publish_total: IntCounterVec = counter_vec(
+        "ActiveConnections datapoints sent to CloudWatch, by result.",
+        &["result"],
+    );
+
+    // The memory budget.
     /// labels: holder (see `budget::Holder`)
-    pub memory_budget_used_bytes: IntGaugeVec,
-    pub memory_budget_limit_bytes: IntGauge,
-    pub memory_budget_fill_bytes: IntGauge,
-    pub memory_resident_bytes: IntGauge,
+    memory_budget_used_bytes: IntGaugeVec = gauge_vec(
+        "Memory charged to the node's budget, by holder.",
+        &["holder"],
+    );
+    memory_budget_limit_bytes: IntGauge = gauge(
+        "The node's memory budget (limits.memory_budget_bytes).",
+    );
+    memory_budget_fill_bytes: IntGauge = gauge(
+        "What the budget's levels compare with its limit: the charges, or the resident size when measured and larger.",
+    );
+    memory_resident_bytes: IntGauge = gauge(
+        "The process's resident memory (VmRSS), sampled every 100 ms.",
+    );
     /// labels: reason (see `budget::SHED_REASONS`)
-    pub memory_sheds_total: IntCounterVec,
-}
-
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("static metric definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric name");
-    c
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("static metric definition");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric name");
-    g
-}
-
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric name");
-    c
-}
-
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric name");
-    g
-}
-
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-        .expect("static metric definition");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("unique metric name");
-    h
+    memory_sheds_total: IntCounterVec = counter_vec(
+        "Connections, documents and sockets refused or closed to stay inside the memory budget, by reason.",
+        &["reason"],
+    );
 }
 
 impl Metrics {
-    // The `expect`s above run on names fixed at compile time, once at start: they cannot be
-    // reached by anything a client or the network does.
     pub fn new() -> Arc<Self> {
-        let r = Registry::new_custom(Some("zedi".into()), None).expect("valid prefix");
-        let store_seconds = HistogramVec::new(
-            HistogramOpts::new("store_seconds", "Store operation latency by op.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            &["op"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(store_seconds.clone()))
-            .expect("unique metric name");
-        let messages_total = counter_vec(
-            &r,
-            "messages_total",
-            "Hocuspocus messages by direction and type.",
-            &["direction", "type"],
-        );
-        let bytes_total = counter_vec(
-            &r,
-            "bytes_total",
-            "WebSocket payload bytes by direction.",
-            &["direction"],
-        );
-        let traffic = Traffic::resolve(&messages_total, &bytes_total);
-        let metrics = Arc::new(Metrics {
-            traffic,
-            connections_open: gauge(&r, "connections_open", "Open WebSocket connections."),
-            connections_total: counter(&r, "connections_total", "WebSocket connections accepted."),
-            documents_open: gauge(&r, "documents_open", "Documents loaded on this node."),
-            documents_loaded_total: counter(&r, "documents_loaded_total", "Document loads."),
-            documents_unloaded_total: counter(&r, "documents_unloaded_total", "Document unloads."),
-            update_apply_seconds: histogram(
-                &r,
-                "update_apply_seconds",
-                "Time to decode and apply one Yjs update to a document.",
-                LATENCY_BUCKETS,
-            ),
-            store_seconds,
-            store_errors_total: counter_vec(
-                &r,
-                "store_errors_total",
-                "Failed store operations by op and error kind.",
-                &["op", "kind"],
-            ),
-            store_pending_writes: gauge(
-                &r,
-                "store_pending_writes",
-                "Updates accepted but not yet durable in the store.",
-            ),
-            store_batch_size: histogram(
-                &r,
-                "store_batch_size",
-                "Updates per group-commit transaction.",
-                &[
-                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-                ],
-            ),
-            store_degraded: gauge(
-                &r,
-                "store_degraded",
-                "1 while store writes are failing and being retried.",
-            ),
-            protocol_errors_total: counter_vec(
-                &r,
-                "protocol_errors_total",
-                "Bad input from clients by kind.",
-                &["kind"],
-            ),
-            closes_total: counter_vec(
-                &r,
-                "closes_total",
-                "Sockets or documents closed by the server, by reason.",
-                &["reason"],
-            ),
-            writes_refused_total: counter(
-                &r,
-                "writes_refused_total",
-                "Updates refused because the store queue was full.",
-            ),
-            auth_results_total: counter_vec(
-                &r,
-                "auth_results_total",
-                "Token decisions per document by result (failure reason when refused).",
-                &["result"],
-            ),
-            origin_rejections_total: counter(
-                &r,
-                "origin_rejections_total",
-                "WebSocket upgrades refused because of their Origin.",
-            ),
-            relay_published_total: counter(
-                &r,
-                "relay_published_total",
-                "Entries this node published to document streams.",
-            ),
-            relay_received_total: counter(
-                &r,
-                "relay_received_total",
-                "Entries of other nodes received from document streams.",
-            ),
-            relay_dropped_total: counter(
-                &r,
-                "relay_dropped_total",
-                "Entries not published because too many waited for Redis (others catch up from the store).",
-            ),
-            relay_lag_seconds: histogram(
-                &r,
-                "relay_lag_seconds",
-                "Time from another node's publish (Redis entry id clock) to delivery here.",
-                LATENCY_BUCKETS,
-            ),
-            redis_errors_total: counter_vec(
-                &r,
-                "redis_errors_total",
-                "Failed Redis operations by op.",
-                &["op"],
-            ),
-            lease_acquisitions_total: counter(
-                &r,
-                "lease_acquisitions_total",
-                "Document leases acquired.",
-            ),
-            lease_losses_total: counter(
-                &r,
-                "lease_losses_total",
-                "Document leases lost (taken over or not renewed in time).",
-            ),
-            leases_owned: gauge(&r, "leases_owned", "Document leases this node holds."),
-            catch_ups_total: counter(
-                &r,
-                "catch_ups_total",
-                "Documents reloaded from the store after a Redis outage.",
-            ),
-            cloudwatch_publish_total: counter_vec(
-                &r,
-                "cloudwatch_publish_total",
-                "ActiveConnections datapoints sent to CloudWatch, by result.",
-                &["result"],
-            ),
-            draining: gauge(&r, "draining", "1 from the shutdown signal until exit."),
-            connections_refused_total: counter_vec(
-                &r,
-                "connections_refused_total",
-                "WebSocket upgrades refused by a connection limit.",
-                &["reason"],
-            ),
-            memory_budget_used_bytes: gauge_vec(
-                &r,
-                "memory_budget_used_bytes",
-                "Memory charged to the node's budget, by holder.",
-                &["holder"],
-            ),
-            memory_budget_limit_bytes: gauge(
-                &r,
-                "memory_budget_limit_bytes",
-                "The node's memory budget (limits.memory_budget_bytes).",
-            ),
-            memory_budget_fill_bytes: gauge(
-                &r,
-                "memory_budget_fill_bytes",
-                "What the budget's levels compare with its limit: the charges, or the resident size when measured and larger.",
-            ),
-            memory_resident_bytes: gauge(
-                &r,
-                "memory_resident_bytes",
-                "The process's resident memory (VmRSS), sampled every 100 ms.",
-            ),
-            memory_sheds_total: counter_vec(
-                &r,
-                "memory_sheds_total",
-                "Connections, documents and sockets refused or closed to stay inside the memory budget, by reason.",
-                &["reason"],
-            ),
-            registry: r,
-        });
+        // A fixed, valid prefix: cannot fail.
+        let registry = Registry::new_custom(Some("zedi".into()), None).expect("valid prefix");
+        let registrar = Registrar(registry);
+        let traffic = Traffic::register(&registrar);
+        let metrics = Arc::new(Metrics::register(registrar, traffic));
         metrics.initialise_series();
         metrics
     }
@@ -428,7 +419,7 @@ impl Metrics {
     }
 
     pub fn protocol_error(&self, kind: &'static str) {
-        self.protocol_errors_total.with_label_values(&[kind]).inc();
+        self.protocol_errors.inc(kind);
     }
 
     /// Prometheus text exposition of every metric.

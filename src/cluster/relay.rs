@@ -7,7 +7,8 @@
 //! is only the fast path: after a Redis outage every document catches up from the store too, and
 //! entries this node could not publish meanwhile are published when Redis is back.
 
-use std::collections::HashMap;
+mod reader;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,13 +16,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use deadpool_redis::Pool;
-use redis::Value;
-use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
 
 use super::keys::Keys;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::metrics::Metrics;
+
+pub use reader::{RelayReader, stream_tip};
 
 /// Retries while Redis does not answer: quick at first (a failover takes seconds), at most 2 s
 /// apart so that relaying resumes soon after it is back.
@@ -163,6 +164,7 @@ async fn publish_loop(
     health: Arc<RedisHealth>,
     metrics: Arc<Metrics>,
 ) {
+    let publish_errors = metrics.redis_errors_total.with_label_values(&["publish"]);
     let mut batch = Vec::with_capacity(256);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -214,263 +216,12 @@ async fn publish_loop(
                     if health.publisher_ok.swap(false, Ordering::Relaxed) {
                         tracing::warn!(%error, "relay publish failed; retrying");
                     }
-                    metrics
-                        .redis_errors_total
-                        .with_label_values(&["publish"])
-                        .inc();
+                    publish_errors.inc();
                     backoff.wait().await;
                 }
             }
         }
         depth.fetch_sub(batch.len(), Ordering::Relaxed);
         batch.clear();
-    }
-}
-
-enum ReaderCommand {
-    Subscribe {
-        doc: Arc<str>,
-        id: u64,
-        from: String,
-        to: Recipient<RemoteEntry>,
-        catch_up: Recipient<CatchUp>,
-    },
-    Unsubscribe {
-        doc: Arc<str>,
-        id: u64,
-    },
-}
-
-struct Subscription {
-    id: u64,
-    last_id: String,
-    to: Recipient<RemoteEntry>,
-    catch_up: Recipient<CatchUp>,
-}
-
-/// Handle to the reading task; cheap to clone.
-#[derive(Clone)]
-pub struct RelayReader {
-    tx: mpsc::UnboundedSender<ReaderCommand>,
-}
-
-impl RelayReader {
-    pub fn start(
-        pool: Pool,
-        keys: Keys,
-        node_id: Arc<str>,
-        block: Duration,
-        health: Arc<RedisHealth>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        health.reader_ok.store(true, Ordering::Relaxed);
-        tokio::spawn(read_loop(rx, pool, keys, node_id, block, health, metrics));
-        RelayReader { tx }
-    }
-
-    /// Delivers entries of `doc` after `from` (a stream id) to `to`, skipping this node's own.
-    pub fn subscribe(
-        &self,
-        doc: Arc<str>,
-        id: u64,
-        from: String,
-        to: Recipient<RemoteEntry>,
-        catch_up: Recipient<CatchUp>,
-    ) {
-        let _ = self.tx.send(ReaderCommand::Subscribe {
-            doc,
-            id,
-            from,
-            to,
-            catch_up,
-        });
-    }
-
-    pub fn unsubscribe(&self, doc: Arc<str>, id: u64) {
-        let _ = self.tx.send(ReaderCommand::Unsubscribe { doc, id });
-    }
-}
-
-/// The id of the newest entry of a stream ("0-0" when empty): where a document that is about
-/// to load from the store starts reading, so nothing published during the load is missed.
-pub async fn stream_tip(pool: &Pool, keys: &Keys, doc: &str) -> Result<String, String> {
-    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(keys.stream(doc))
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(reply
-        .ids
-        .first()
-        .map_or_else(|| "0-0".to_string(), |e| e.id.clone()))
-}
-
-fn field<'a>(map: &'a HashMap<String, Value>, name: &str) -> Option<&'a [u8]> {
-    match map.get(name)? {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
-}
-
-async fn read_loop(
-    mut rx: mpsc::UnboundedReceiver<ReaderCommand>,
-    pool: Pool,
-    keys: Keys,
-    node_id: Arc<str>,
-    block: Duration,
-    health: Arc<RedisHealth>,
-    metrics: Arc<Metrics>,
-) {
-    let mut subs: HashMap<Arc<str>, Subscription> = HashMap::new();
-    // A dedicated connection: a blocking XREAD would stall every command multiplexed with it.
-    let mut conn: Option<deadpool_redis::Connection> = None;
-    let mut outage = false;
-    let mut backoff = Backoff::new(REDIS_RETRY);
-    loop {
-        // Apply subscription changes; with nothing to read, sleep until there is.
-        loop {
-            let command = if subs.is_empty() {
-                match rx.recv().await {
-                    Some(c) => c,
-                    None => return,
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(c) => c,
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => return,
-                }
-            };
-            match command {
-                ReaderCommand::Subscribe {
-                    doc,
-                    id,
-                    from,
-                    to,
-                    catch_up,
-                } => {
-                    subs.insert(
-                        doc,
-                        Subscription {
-                            id,
-                            last_id: from,
-                            to,
-                            catch_up,
-                        },
-                    );
-                }
-                ReaderCommand::Unsubscribe { doc, id } => {
-                    if subs.get(&doc).is_some_and(|s| s.id == id) {
-                        subs.remove(&doc);
-                    }
-                }
-            }
-        }
-        if conn.is_none() {
-            match pool.get().await {
-                Ok(c) => conn = Some(c),
-                Err(error) => {
-                    if health.reader_ok.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%error, "relay reader cannot reach Redis; retrying");
-                    }
-                    outage = true;
-                    metrics
-                        .redis_errors_total
-                        .with_label_values(&["read"])
-                        .inc();
-                    backoff.wait().await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let docs: Vec<Arc<str>> = subs.keys().cloned().collect();
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(512)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS");
-        for doc in &docs {
-            cmd.arg(keys.stream(doc));
-        }
-        for doc in &docs {
-            cmd.arg(subs.get(doc).map_or("0-0", |s| s.last_id.as_str()));
-        }
-        match cmd.query_async::<Option<StreamReadReply>>(c).await {
-            Ok(reply) => {
-                backoff.reset();
-                if !health.reader_ok.swap(true, Ordering::Relaxed) {
-                    tracing::info!("relay reader reconnected");
-                }
-                if outage {
-                    // Whatever other nodes persisted while we could not read is in the store.
-                    outage = false;
-                    for sub in subs.values() {
-                        sub.catch_up.do_send(CatchUp);
-                    }
-                }
-                for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                    let Some(doc) = keys.doc_of_stream(&stream.key) else {
-                        continue;
-                    };
-                    let Some(sub) = subs.get_mut(doc) else {
-                        continue;
-                    };
-                    for entry in stream.ids {
-                        sub.last_id = entry.id.clone();
-                        // Entry ids start with the Redis server's clock in ms: lag from publish
-                        // to delivery here, without adding a byte to any entry.
-                        if let Some(published_ms) = entry
-                            .id
-                            .split('-')
-                            .next()
-                            .and_then(|ms| ms.parse::<u64>().ok())
-                        {
-                            let now_ms = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_millis() as u64);
-                            metrics
-                                .relay_lag_seconds
-                                .observe(now_ms.saturating_sub(published_ms) as f64 / 1000.0);
-                        }
-                        if field(&entry.map, "n") == Some(node_id.as_bytes()) {
-                            continue;
-                        }
-                        let (Some(kind), Some(payload)) = (
-                            field(&entry.map, "k").and_then(RelayKind::from_tag),
-                            field(&entry.map, "d"),
-                        ) else {
-                            metrics.protocol_error("bad_relay_entry");
-                            continue;
-                        };
-                        metrics.relay_received_total.inc();
-                        sub.to.do_send(RemoteEntry {
-                            kind,
-                            payload: Bytes::copy_from_slice(payload),
-                        });
-                    }
-                }
-            }
-            Err(error) => {
-                if health.reader_ok.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(%error, "relay read failed; reconnecting");
-                }
-                metrics
-                    .redis_errors_total
-                    .with_label_values(&["read"])
-                    .inc();
-                outage = true;
-                conn = None;
-                backoff.wait().await;
-            }
-        }
     }
 }

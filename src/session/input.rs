@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{MAX_RATE_DEBT_BURSTS, Queued, SessionActor};
 use crate::budget::Holder;
 use crate::document::SessionInput;
+use crate::limits::Limits;
 use crate::metrics::Direction;
 use crate::protocol::CloseCode;
 use crate::protocol::{
@@ -20,36 +21,10 @@ use crate::protocol::{
 };
 
 impl SessionActor {
+    /// One whole binary WebSocket message: rate, decode, address checks, then routing.
     fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
-        // Over the rate, the frame is still taken, but reading pauses until the buckets are
-        // out of debt: TCP then slows the sender (a paste or an import goes through, slower).
-        let now = Instant::now();
-        let limits = &self.shared.limits;
-        let message_debt = MAX_RATE_DEBT_BURSTS * f64::from(limits.max_message_burst);
-        let byte_debt = MAX_RATE_DEBT_BURSTS * (limits.max_bytes_per_sec as f64);
-        let waits = self
-            .messages_rate
-            .take_with_debt(1.0, now, message_debt)
-            .and_then(|a| {
-                let b = self
-                    .bytes_rate
-                    .take_with_debt(frame.len() as f64, now, byte_debt)?;
-                Ok(a.max(b))
-            });
-        match waits {
-            Err(_) => {
-                return self.protocol_error(
-                    ctx,
-                    "rate_limited",
-                    CloseCode::ResetConnection,
-                    "rate limit exceeded",
-                );
-            }
-            Ok(wait) if !wait.is_zero() => {
-                self.shared.metrics.protocol_error("rate_throttled");
-                self.throttle.pause_until(now + wait);
-            }
-            Ok(_) => {}
+        if !self.take_rate_tokens(frame.len(), ctx) {
+            return;
         }
         self.shared.metrics.bytes(Direction::In, frame.len());
         let packet = match protocol::decode(&frame) {
@@ -83,45 +58,61 @@ impl SessionActor {
         self.shared
             .metrics
             .message(Direction::In, message.message_type());
-        if address.len() > self.shared.limits.max_address_bytes {
-            // Every frame for the document repeats the address, and the server keeps it per
-            // attachment: a long session id part would multiply memory and broadcast bytes.
-            return self.protocol_error(
-                ctx,
-                "invalid_address",
-                CloseCode::ResetConnection,
-                "address too long",
-            );
-        }
-        let name = document_name(address);
-        if name.is_empty() {
-            return self.protocol_error(
-                ctx,
-                "invalid_document_name",
-                CloseCode::ResetConnection,
-                "empty document name",
-            );
-        }
-        if name.chars().any(char::is_control) {
-            return self.protocol_error(
-                ctx,
-                "invalid_document_name",
-                CloseCode::ResetConnection,
-                "control characters in document name",
-            );
-        }
-        if name.len() > self.shared.limits.max_document_name_bytes {
-            return self.protocol_error(
-                ctx,
-                "invalid_document_name",
-                CloseCode::ResetConnection,
-                "document name too long",
-            );
+        if let Some((kind, reason)) = address_problem(address, &self.shared.limits) {
+            return self.protocol_error(ctx, kind, CloseCode::ResetConnection, reason);
         }
         let address: Arc<str> = match self.docs.get_key_value(address) {
             Some((known, _)) => Arc::clone(known),
             None => Arc::from(address),
         };
+        self.dispatch(address, message, &frame, ctx);
+    }
+
+    /// Takes the frame's rate tokens. Over the rate, the frame is still taken, but reading
+    /// pauses until the buckets are out of debt: TCP then slows the sender (a paste or an
+    /// import goes through, slower). `false` when the debt limit closed the socket.
+    fn take_rate_tokens(&mut self, size: usize, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let now = Instant::now();
+        let limits = &self.shared.limits;
+        let message_debt = MAX_RATE_DEBT_BURSTS * f64::from(limits.max_message_burst);
+        let byte_debt = MAX_RATE_DEBT_BURSTS * (limits.max_bytes_per_sec as f64);
+        let waits = self
+            .messages_rate
+            .take_with_debt(1.0, now, message_debt)
+            .and_then(|a| {
+                let b = self
+                    .bytes_rate
+                    .take_with_debt(size as f64, now, byte_debt)?;
+                Ok(a.max(b))
+            });
+        match waits {
+            Err(_) => {
+                self.protocol_error(
+                    ctx,
+                    "rate_limited",
+                    CloseCode::ResetConnection,
+                    "rate limit exceeded",
+                );
+                return false;
+            }
+            Ok(wait) if !wait.is_zero() => {
+                self.shared.metrics.protocol_error("rate_throttled");
+                self.throttle.pause_until(now + wait);
+            }
+            Ok(_) => {}
+        }
+        true
+    }
+
+    /// Hands a decoded message for `address` to the session's state machine or, as input, to
+    /// the document (queued while the document is not open yet).
+    fn dispatch(
+        &mut self,
+        address: Arc<str>,
+        message: Message<'_>,
+        frame: &Bytes,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let size = frame.len();
         let input = match message {
             Message::Auth(AuthMessage::Token {
@@ -155,6 +146,30 @@ impl SessionActor {
         };
         self.route(address, Queued::Input(input), size, ctx);
     }
+}
+
+/// What is wrong with a frame's address, as the metric kind and the close reason; `None` when
+/// it may name a document.
+fn address_problem(address: &str, limits: &Limits) -> Option<(&'static str, &'static str)> {
+    if address.len() > limits.max_address_bytes {
+        // Every frame for the document repeats the address, and the server keeps it per
+        // attachment: a long session id part would multiply memory and broadcast bytes.
+        return Some(("invalid_address", "address too long"));
+    }
+    let name = document_name(address);
+    if name.is_empty() {
+        return Some(("invalid_document_name", "empty document name"));
+    }
+    if name.chars().any(char::is_control) {
+        return Some((
+            "invalid_document_name",
+            "control characters in document name",
+        ));
+    }
+    if name.len() > limits.max_document_name_bytes {
+        return Some(("invalid_document_name", "document name too long"));
+    }
+    None
 }
 
 /// Bytes a client frame carrying `message` took on the wire: payload plus the header of a

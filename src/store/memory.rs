@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates};
+use super::{
+    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
+};
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -74,12 +76,7 @@ impl Store for MemoryStore {
     async fn compact(&self, name: &str, fence: u64) -> Result<CompactOutcome, StoreError> {
         let mut docs = self.docs.lock();
         let entry = docs.entry(name.to_string()).or_default();
-        if fence < entry.fence {
-            return Err(StoreError::Fenced {
-                offered: fence,
-                stored: entry.fence,
-            });
-        }
+        check_fence(entry.fence, fence)?;
         let folded = fold_updates(
             entry.snapshot.as_deref(),
             entry.log.iter().map(Vec::as_slice),

@@ -6,12 +6,14 @@
 //!   group committer ([`crate::persistence`]) relies on it to pay one fsync for many keystrokes;
 //! - `load` returns the snapshot plus every logged update after it;
 //! - `compact` folds a document's log into its snapshot and deletes what it folded, in one
-//!   transaction, refusing a fencing token older than the one stored with the snapshot.
+//!   transaction, refusing a fencing token older than the one stored with the snapshot (the
+//!   one rule, [`check_fence`], in `fencing.rs`).
 //!
 //! The fold happens *inside* the store transaction from what the store holds, not from a
 //! caller's in-memory copy, so compaction can never delete a logged update it did not include
 //! (in a cluster, other nodes append to the same log meanwhile).
 
+mod fencing;
 mod fold;
 mod memory;
 mod pg_tls;
@@ -22,6 +24,7 @@ mod sqlite;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use fencing::check_fence;
 pub use fold::{fold_updates, state_vector_of};
 pub use memory::MemoryStore;
 pub use pg_tls::SslMode;

@@ -23,7 +23,8 @@ use tokio_postgres::IsolationLevel;
 
 use super::pg_tls::{SslMode, client_config};
 use super::{
-    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates, state_vector_of,
+    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
+    state_vector_of,
 };
 
 /// Key of the advisory lock that serialises schema migrations across nodes.
@@ -382,13 +383,13 @@ impl Store for PgStore {
             )
             .await
             .map_err(backend)?;
-        let stored_fence = stored.as_ref().map_or(0, |r| r.get::<_, i64>(1) as u64);
-        if fence < stored_fence {
-            return Err(StoreError::Fenced {
-                offered: fence,
-                stored: stored_fence,
-            });
-        }
+        // Decided in Rust, yet atomic with the write below: the advisory lock serialises every
+        // compaction of this document until the transaction ends, so the token read here is
+        // still the newest when the snapshot is replaced.
+        check_fence(
+            stored.as_ref().map_or(0, |r| r.get::<_, i64>(1) as u64),
+            fence,
+        )?;
         let log: Vec<(i64, Vec<u8>)> = tx
             .query(
                 "SELECT seq, data FROM zedi_updates WHERE name = $1 ORDER BY seq",

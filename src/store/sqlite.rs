@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, fold_updates, state_vector_of,
+    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
+    state_vector_of,
 };
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last one applied.
@@ -182,117 +183,37 @@ impl Store for SqliteStore {
         // nothing changed the snapshot meanwhile and deletes exactly the rows it folded.
         let owned = name.to_string();
         let (stored, log) = self
-            .with_conn(move |conn| {
-                let tx = conn.transaction().map_err(backend)?;
-                let stored = tx
-                    .query_row(
-                        "SELECT state, fence, updated_at FROM snapshots WHERE name = ?1",
-                        params![owned],
-                        |r| {
-                            Ok((
-                                r.get::<_, Vec<u8>>(0)?,
-                                r.get::<_, i64>(1)?,
-                                r.get::<_, i64>(2)?,
-                            ))
-                        },
-                    )
-                    .optional()
-                    .map_err(backend)?;
-                let mut stmt = tx
-                    .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 ORDER BY seq")
-                    .map_err(backend)?;
-                let log: Vec<(i64, Vec<u8>)> = stmt
-                    .query_map(params![owned], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(backend)?
-                    .collect::<Result<_, _>>()
-                    .map_err(backend)?;
-                drop(stmt);
-                tx.commit().map_err(backend)?;
-                Ok((stored, log))
-            })
+            .with_conn(move |conn| read_for_fold(conn, &owned))
             .await?;
-        let stored_fence = stored.as_ref().map_or(0, |(_, f, _)| *f as u64);
-        if fence < stored_fence {
-            return Err(StoreError::Fenced {
-                offered: fence,
-                stored: stored_fence,
-            });
-        }
+        check_fence(stored.as_ref().map_or(0, |s| s.fence as u64), fence)?;
         if log.is_empty() {
             return Ok(CompactOutcome {
                 folded_updates: 0,
-                snapshot_bytes: stored.map_or(0, |s| s.0.len() as u64),
+                snapshot_bytes: stored.map_or(0, |s| s.state.len() as u64),
             });
         }
-        let seen_version = stored.as_ref().map(|(_, f, at)| (*f, *at));
-        let snapshot = stored.map(|(state, _, _)| state);
+        let seen = stored.as_ref().map(SnapshotRow::version);
         let seqs: Vec<i64> = log.iter().map(|(seq, _)| *seq).collect();
+        let folded = fold_off_thread(name, stored.map(|s| s.state), log).await?;
+        let outcome = CompactOutcome {
+            folded_updates: seqs.len() as u64,
+            snapshot_bytes: folded.len() as u64,
+        };
         let owned = name.to_string();
-        let folded = tokio::task::spawn_blocking(move || {
-            fold_updates(snapshot.as_deref(), log.iter().map(|(_, d)| d.as_slice()))
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("fold task failed: {e}")))?
-        .map_err(|reason| StoreError::Corrupt {
-            name: owned.clone(),
-            reason,
-        })?;
-        let folded_updates = seqs.len() as u64;
-        let snapshot_bytes = folded.len() as u64;
         self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
-            let now_version = tx
-                .query_row(
-                    "SELECT fence, updated_at FROM snapshots WHERE name = ?1",
-                    params![owned],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(backend)?;
-            if let Some((now_fence, _)) = now_version
-                && fence < now_fence as u64
-            {
-                return Err(StoreError::Fenced {
-                    offered: fence,
-                    stored: now_fence as u64,
-                });
-            }
-            if now_version != seen_version {
-                // Another compaction got there first; our fold is stale. Nothing is lost: the
-                // log rows we read are either folded by it or still there.
-                return Ok(());
-            }
-            let state_vector = state_vector_of(&folded);
-            tx.execute(
-                "INSERT INTO snapshots (name, state, state_vector, fence, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET state = excluded.state,
-                     state_vector = excluded.state_vector, fence = excluded.fence,
-                     updated_at = excluded.updated_at",
-                params![
-                    owned,
-                    folded,
-                    state_vector,
-                    fence as i64,
-                    now_ms().max(seen_version.map_or(0, |(_, at)| at + 1))
-                ],
+            write_fold(
+                conn,
+                &FoldWrite {
+                    name: &owned,
+                    fence,
+                    seen,
+                    folded: &folded,
+                    seqs: &seqs,
+                },
             )
-            .map_err(backend)?;
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM updates WHERE seq = ?1")
-                    .map_err(backend)?;
-                for seq in &seqs {
-                    delete.execute(params![seq]).map_err(backend)?;
-                }
-            }
-            tx.commit().map_err(backend)
         })
         .await?;
-        Ok(CompactOutcome {
-            folded_updates,
-            snapshot_bytes,
-        })
+        Ok(outcome)
     }
 
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError> {
@@ -329,4 +250,130 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// A document's snapshot row as compaction reads it.
+struct SnapshotRow {
+    state: Vec<u8>,
+    fence: i64,
+    updated_at: i64,
+}
+
+impl SnapshotRow {
+    /// What identifies this version of the snapshot: a compaction that finds another version
+    /// when it writes lost a race and leaves it alone.
+    fn version(&self) -> (i64, i64) {
+        (self.fence, self.updated_at)
+    }
+}
+
+/// A document's log rows, oldest first: (`seq`, update).
+type LogRows = Vec<(i64, Vec<u8>)>;
+
+/// The snapshot row and every log row of `name`, read in one transaction.
+fn read_for_fold(
+    conn: &mut Connection,
+    name: &str,
+) -> Result<(Option<SnapshotRow>, LogRows), StoreError> {
+    let tx = conn.transaction().map_err(backend)?;
+    let stored = tx
+        .query_row(
+            "SELECT state, fence, updated_at FROM snapshots WHERE name = ?1",
+            params![name],
+            |r| {
+                Ok(SnapshotRow {
+                    state: r.get(0)?,
+                    fence: r.get(1)?,
+                    updated_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(backend)?;
+    let mut stmt = tx
+        .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 ORDER BY seq")
+        .map_err(backend)?;
+    let log: LogRows = stmt
+        .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    drop(stmt);
+    tx.commit().map_err(backend)?;
+    Ok((stored, log))
+}
+
+/// Folds the snapshot and the log on the blocking pool, without holding the connection.
+async fn fold_off_thread(
+    name: &str,
+    snapshot: Option<Vec<u8>>,
+    log: LogRows,
+) -> Result<Vec<u8>, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        fold_updates(snapshot.as_deref(), log.iter().map(|(_, d)| d.as_slice()))
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("fold task failed: {e}")))?
+    .map_err(|reason| StoreError::Corrupt {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// What a compaction writes back once it has folded.
+struct FoldWrite<'a> {
+    name: &'a str,
+    fence: u64,
+    /// The snapshot's version when it was read (`None`: there was none).
+    seen: Option<(i64, i64)>,
+    folded: &'a [u8],
+    /// The log rows that went into `folded`, and only those, are deleted.
+    seqs: &'a [i64],
+}
+
+/// Writes the folded snapshot and deletes the folded rows, in one transaction, unless a newer
+/// token or another compaction wrote the snapshot since it was read.
+fn write_fold(conn: &mut Connection, write: &FoldWrite<'_>) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(backend)?;
+    let now_version = tx
+        .query_row(
+            "SELECT fence, updated_at FROM snapshots WHERE name = ?1",
+            params![write.name],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    // Checked again: a newer owner may have compacted while this one folded.
+    if let Some((now_fence, _)) = now_version {
+        check_fence(now_fence as u64, write.fence)?;
+    }
+    if now_version != write.seen {
+        // Another compaction got there first; our fold is stale. Nothing is lost: the log
+        // rows we read are either folded by it or still there.
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO snapshots (name, state, state_vector, fence, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET state = excluded.state,
+             state_vector = excluded.state_vector, fence = excluded.fence,
+             updated_at = excluded.updated_at",
+        params![
+            write.name,
+            write.folded,
+            state_vector_of(write.folded),
+            write.fence as i64,
+            now_ms().max(write.seen.map_or(0, |(_, at)| at + 1))
+        ],
+    )
+    .map_err(backend)?;
+    {
+        let mut delete = tx
+            .prepare_cached("DELETE FROM updates WHERE seq = ?1")
+            .map_err(backend)?;
+        for seq in write.seqs {
+            delete.execute(params![seq]).map_err(backend)?;
+        }
+    }
+    tx.commit().map_err(backend)
 }
