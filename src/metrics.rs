@@ -1,7 +1,7 @@
 //! Prometheus metrics. One registry per process, passed explicitly (no globals), so every
 //! metric is visible where it is counted. Labels are small closed sets: never a document name.
 
-use crate::protocol::MessageType;
+use crate::protocol::{ErrorKind, MessageType};
 use std::sync::Arc;
 
 use prometheus::core::Collector;
@@ -9,57 +9,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-/// Every `kind` of `protocol_errors_total` (a closed set: see docs/metrics.md).
-pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
-    "malformed_frame",
-    "unknown_message_type",
-    "unknown_sync_type",
-    "unknown_auth_type",
-    "invalid_document_name",
-    "frame_too_large",
-    "text_frame",
-    "websocket_protocol",
-    "preauth_limit",
-    "too_many_documents",
-    "server_only_message",
-    "unexpected_message",
-    "bad_update",
-    "bad_state_vector",
-    "poisoned_update",
-    "bad_awareness",
-    "awareness_not_owner",
-    "awareness_state_too_large",
-    "awareness_too_deep",
-    "awareness_too_many_clients",
-    "bad_relay_update",
-    "bad_relay_entry",
-    "rate_limited",
-    "slow_consumer",
-    "document_too_large",
-    "invalid_address",
-    "rate_throttled",
-    "auth_timeout",
-];
-
-/// Every `result` of `auth_results_total`.
-pub const AUTH_RESULTS: &[&str] = &[
-    "read_write",
-    "readonly",
-    "denied_policy",
-    "missing_token",
-    "malformed",
-    "algorithm_not_allowed",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "wrong_issuer",
-    "wrong_audience",
-    "wrong_token_use",
-    "unknown_key",
-    "jwks_unavailable",
-    "refresh_failed",
-];
 
 /// Latency buckets from 50 µs to 5 s: update apply is microseconds, an fsync milliseconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -232,8 +181,8 @@ macro_rules! metrics_table {
 metrics_table! {
     resolved {
         /// Every kind of `protocol_errors_total`: some count on every throttled frame.
-        protocol_errors: LabelledCounters =
-            LabelledCounters::resolve(&protocol_errors_total, PROTOCOL_ERROR_KINDS);
+        protocol_errors: [IntCounter; ErrorKind::ALL.len()] = ErrorKind::ALL
+            .map(|kind| protocol_errors_total.with_label_values(&[kind.label()]));
     }
 
     // Connections.
@@ -373,16 +322,17 @@ impl Metrics {
                 self.store_errors_total.with_label_values(&[op, kind]);
             }
         }
-        for kind in PROTOCOL_ERROR_KINDS {
-            self.protocol_errors_total.with_label_values(&[kind]);
+        for kind in ErrorKind::ALL {
+            self.protocol_errors_total
+                .with_label_values(&[kind.label()]);
         }
         for code in crate::protocol::CloseCode::ALL {
             self.closes_total.with_label_values(&[code.label()]);
         }
         // One document closed (CLOSE), the socket kept.
         self.closes_total.with_label_values(&["document"]);
-        for result in AUTH_RESULTS {
-            self.auth_results_total.with_label_values(&[result]);
+        for result in crate::auth::AuthResult::all() {
+            self.auth_results_total.with_label_values(&[result.label()]);
         }
         for op in ["publish", "read", "lease", "heartbeat"] {
             self.redis_errors_total.with_label_values(&[op]);
@@ -418,8 +368,13 @@ impl Metrics {
         self.traffic.bytes[direction as usize].inc_by(bytes as u64);
     }
 
-    pub fn protocol_error(&self, kind: &'static str) {
-        self.protocol_errors.inc(kind);
+    pub fn protocol_error(&self, kind: ErrorKind) {
+        self.protocol_errors[kind.index()].inc();
+    }
+
+    /// Counts `count` refusals of one kind at once (entries of one awareness update).
+    pub fn protocol_errors(&self, kind: ErrorKind, count: u64) {
+        self.protocol_errors[kind.index()].inc_by(count);
     }
 
     /// Prometheus text exposition of every metric.
@@ -430,5 +385,46 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row of `metric` in docs/metrics.md.
+    fn documented(metric: &str) -> &'static str {
+        include_str!("../docs/metrics.md")
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{metric}`")))
+            .unwrap_or_else(|| panic!("{metric} is not in docs/metrics.md"))
+    }
+
+    fn labels_of(row: &str) -> Vec<&str> {
+        row.split(['|', ':', ',', '('])
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn every_label_of_the_closed_sets_is_registered_and_documented() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        let kinds = labels_of(documented("zedi_protocol_errors_total"));
+        for kind in ErrorKind::ALL {
+            assert!(kinds.contains(&kind.label()), "{kind:?} not documented");
+            let series = format!("zedi_protocol_errors_total{{kind=\"{}\"}} 0", kind.label());
+            assert!(text.contains(&series), "{series} not registered at start");
+        }
+        let results = labels_of(documented("zedi_auth_results_total"));
+        for result in crate::auth::AuthResult::all() {
+            assert!(
+                results.contains(&result.label()),
+                "{result:?} not documented"
+            );
+            let series = format!("zedi_auth_results_total{{result=\"{}\"}} 0", result.label());
+            assert!(text.contains(&series), "{series} not registered at start");
+        }
     }
 }

@@ -22,6 +22,7 @@ use crate::document::{
     ConnKey, DocumentActor, FromSession, Join, JoinError, Leave, SessionHandle, SetAccess,
 };
 use crate::protocol::CloseCode;
+use crate::protocol::ErrorKind;
 use crate::protocol::{AuthMessage, Message, SCOPE_READ_ONLY, SCOPE_READ_WRITE, document_name};
 use crate::registry::Open;
 
@@ -88,7 +89,7 @@ impl SessionActor {
                 if too_many_pending {
                     return self.protocol_error(
                         ctx,
-                        "preauth_limit",
+                        ErrorKind::PreauthLimit,
                         CloseCode::ResetConnection,
                         "too many documents waiting for authentication",
                     );
@@ -112,7 +113,7 @@ impl SessionActor {
             // Counted above so that closing releases it like the rest of the queue.
             return self.protocol_error(
                 ctx,
-                "preauth_limit",
+                ErrorKind::PreauthLimit,
                 CloseCode::ResetConnection,
                 "too much data before authentication from this address",
             );
@@ -122,7 +123,7 @@ impl SessionActor {
         {
             self.protocol_error(
                 ctx,
-                "preauth_limit",
+                ErrorKind::PreauthLimit,
                 CloseCode::ResetConnection,
                 "too much data before authentication",
             );
@@ -154,7 +155,7 @@ impl SessionActor {
                 if self.too_many_pending() {
                     return self.protocol_error(
                         ctx,
-                        "preauth_limit",
+                        ErrorKind::PreauthLimit,
                         CloseCode::ResetConnection,
                         "too many documents waiting for authentication",
                     );
@@ -239,7 +240,9 @@ impl SessionActor {
             .filter(|s| !matches!(s, Slot::AwaitingAuth { .. }))
             .count();
         if attached >= self.shared.limits.max_documents_per_connection {
-            self.shared.metrics.protocol_error("too_many_documents");
+            self.shared
+                .metrics
+                .protocol_error(ErrorKind::TooManyDocuments);
             self.send(
                 ctx,
                 &address,

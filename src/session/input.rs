@@ -15,6 +15,7 @@ use crate::document::SessionInput;
 use crate::limits::Limits;
 use crate::metrics::Direction;
 use crate::protocol::CloseCode;
+use crate::protocol::ErrorKind;
 use crate::protocol::{
     self, AuthMessage, FrameError, Message, MessageType, PONG_FRAME, Packet, SyncMessage,
     document_name,
@@ -89,14 +90,14 @@ impl SessionActor {
             Err(_) => {
                 self.protocol_error(
                     ctx,
-                    "rate_limited",
+                    ErrorKind::RateLimited,
                     CloseCode::ResetConnection,
                     "rate limit exceeded",
                 );
                 return false;
             }
             Ok(wait) if !wait.is_zero() => {
-                self.shared.metrics.protocol_error("rate_throttled");
+                self.shared.metrics.protocol_error(ErrorKind::RateThrottled);
                 self.throttle.pause_until(now + wait);
             }
             Ok(_) => {}
@@ -123,7 +124,9 @@ impl SessionActor {
             }
             Message::Close(_) => return self.client_close(address, size, ctx),
             Message::BroadcastStateless(_) | Message::SyncReply(_) => {
-                self.shared.metrics.protocol_error("server_only_message");
+                self.shared
+                    .metrics
+                    .protocol_error(ErrorKind::ServerOnlyMessage);
                 tracing::warn!(
                     session = self.id,
                     ty = message.message_type().as_str(),
@@ -133,7 +136,9 @@ impl SessionActor {
             }
             Message::Auth(_) | Message::SyncStatus(_) => {
                 // Server-to-client messages: meaningless from a client, harmless to drop.
-                self.shared.metrics.protocol_error("unexpected_message");
+                self.shared
+                    .metrics
+                    .protocol_error(ErrorKind::UnexpectedMessage);
                 return;
             }
             Message::Sync(SyncMessage::Step1(sv)) => SessionInput::SyncStep1(frame.slice_ref(sv)),
@@ -150,24 +155,24 @@ impl SessionActor {
 
 /// What is wrong with a frame's address, as the metric kind and the close reason; `None` when
 /// it may name a document.
-fn address_problem(address: &str, limits: &Limits) -> Option<(&'static str, &'static str)> {
+fn address_problem(address: &str, limits: &Limits) -> Option<(ErrorKind, &'static str)> {
     if address.len() > limits.max_address_bytes {
         // Every frame for the document repeats the address, and the server keeps it per
         // attachment: a long session id part would multiply memory and broadcast bytes.
-        return Some(("invalid_address", "address too long"));
+        return Some((ErrorKind::InvalidAddress, "address too long"));
     }
     let name = document_name(address);
     if name.is_empty() {
-        return Some(("invalid_document_name", "empty document name"));
+        return Some((ErrorKind::InvalidDocumentName, "empty document name"));
     }
     if name.chars().any(char::is_control) {
         return Some((
-            "invalid_document_name",
+            ErrorKind::InvalidDocumentName,
             "control characters in document name",
         ));
     }
     if name.len() > limits.max_document_name_bytes {
-        return Some(("invalid_document_name", "document name too long"));
+        return Some((ErrorKind::InvalidDocumentName, "document name too long"));
     }
     None
 }
@@ -212,7 +217,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             Err(ws::ProtocolError::Overflow) => {
                 return self.protocol_error(
                     ctx,
-                    "frame_too_large",
+                    ErrorKind::FrameTooLarge,
                     CloseCode::MessageTooBig,
                     "message too big",
                 );
@@ -227,7 +232,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             Err(e) => {
                 return self.protocol_error(
                     ctx,
-                    "websocket_protocol",
+                    ErrorKind::WebsocketProtocol,
                     CloseCode::ProtocolError,
                     &e.to_string(),
                 );
@@ -239,7 +244,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Text(_) => self.protocol_error(
                 ctx,
-                "text_frame",
+                ErrorKind::TextFrame,
                 CloseCode::Unauthorized,
                 "text frames are not part of the protocol",
             ),
@@ -272,7 +277,7 @@ impl SessionActor {
             actix_http::ws::Item::FirstText(_) => {
                 return self.protocol_error(
                     ctx,
-                    "text_frame",
+                    ErrorKind::TextFrame,
                     CloseCode::Unauthorized,
                     "text frames are not part of the protocol",
                 );
@@ -283,7 +288,7 @@ impl SessionActor {
         let Some(buffer) = self.fragments.as_mut() else {
             return self.protocol_error(
                 ctx,
-                "websocket_protocol",
+                ErrorKind::WebsocketProtocol,
                 CloseCode::ProtocolError,
                 "continuation without a first frame",
             );
@@ -291,7 +296,7 @@ impl SessionActor {
         if buffer.len() + chunk.len() > limit {
             return self.protocol_error(
                 ctx,
-                "frame_too_large",
+                ErrorKind::FrameTooLarge,
                 CloseCode::MessageTooBig,
                 "message too big",
             );

@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use crate::auth::Authorizer;
 use crate::budget::{Holder, SocketMeter};
+use crate::protocol::ErrorKind;
 // The messages a document sends a session are defined on the document's side.
 pub use crate::document::{CloseSocket, Outbound, UpdateRefused};
 use crate::document::{ConnKey, DocumentActor, Leave, SessionInput};
@@ -217,14 +218,14 @@ impl SessionActor {
     pub(super) fn protocol_error(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
-        kind: &'static str,
+        kind: ErrorKind,
         code: CloseCode,
         reason: &str,
     ) {
         self.shared.metrics.protocol_error(kind);
         tracing::warn!(
             session = self.id,
-            kind,
+            kind = kind.label(),
             code = code.code(),
             reason,
             "closing connection after bad input"
@@ -259,7 +260,7 @@ impl SessionActor {
         if self.docs.values().any(|s| matches!(s, Slot::Open { .. })) {
             self.last_authenticated = now;
         } else if now.duration_since(self.last_authenticated) >= self.shared.auth_timeout {
-            self.shared.metrics.protocol_error("auth_timeout");
+            self.shared.metrics.protocol_error(ErrorKind::AuthTimeout);
             tracing::info!(
                 session = self.id,
                 "closing a connection without an authenticated document"

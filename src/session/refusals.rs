@@ -5,6 +5,7 @@
 //! attacker that reopens a document (or opens another) after each refusal still runs out.
 
 use crate::protocol::CloseCode;
+use crate::protocol::ErrorKind;
 use actix::prelude::*;
 use actix_web_actors::ws;
 
@@ -22,7 +23,7 @@ impl Handler<UpdateRefused> for SessionActor {
         if self.refused_updates >= self.shared.limits.max_refused_updates {
             return self.protocol_error(
                 ctx,
-                "repeated_invalid_updates",
+                ErrorKind::RepeatedInvalidUpdates,
                 CloseCode::ResetConnection,
                 &msg.reason,
             );

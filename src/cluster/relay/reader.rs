@@ -18,6 +18,7 @@ use super::{CatchUp, REDIS_RETRY, RedisHealth, RelayKind, RemoteEntry};
 use crate::backoff::Backoff;
 use crate::cluster::keys::Keys;
 use crate::metrics::Metrics;
+use crate::protocol::ErrorKind;
 
 enum ReaderCommand {
     Subscribe {
@@ -293,7 +294,7 @@ impl StreamReader {
                 field(&entry.map, "k").and_then(RelayKind::from_tag),
                 field(&entry.map, "d"),
             ) else {
-                self.metrics.protocol_error("bad_relay_entry");
+                self.metrics.protocol_error(ErrorKind::BadRelayEntry);
                 continue;
             };
             self.metrics.relay_received_total.inc();

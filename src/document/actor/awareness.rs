@@ -10,6 +10,7 @@ use crate::cluster::relay::RelayKind;
 use crate::document::ConnKey;
 use crate::document::attachments::RefusalLog;
 use crate::protocol::CloseCode;
+use crate::protocol::ErrorKind;
 use crate::protocol::Message;
 
 impl DocumentActor {
@@ -59,7 +60,7 @@ impl DocumentActor {
         // rest of the frame stands. Not a reason to close: a provider that reconnected while
         // its old socket is still attached sends such entries until that one goes away.
         for id in &changes.refused {
-            self.metrics.protocol_error("awareness_not_owner");
+            self.metrics.protocol_error(ErrorKind::AwarenessNotOwner);
             match attachment.refused_client(*id) {
                 RefusalLog::Quiet => {}
                 RefusalLog::Log => {
@@ -73,10 +74,10 @@ impl DocumentActor {
         // Entries that would give this connection one client id too many: dropped the same
         // way. A provider has one id per document, so this is a client minting ids.
         if !changes.over_limit.is_empty() {
-            self.metrics
-                .protocol_errors_total
-                .with_label_values(&["awareness_too_many_clients"])
-                .inc_by(changes.over_limit.len() as u64);
+            self.metrics.protocol_errors(
+                ErrorKind::AwarenessTooManyClients,
+                changes.over_limit.len() as u64,
+            );
         }
         if let Some(first) = changes.over_limit.first()
             && attachment.first_over_limit()

@@ -12,6 +12,7 @@ use crate::document::attachments::Attachment;
 use crate::document::{
     ConnKey, DocError, FromSession, Join, JoinError, Leave, SessionInput, SetAccess,
 };
+use crate::protocol::ErrorKind;
 use crate::protocol::{Message, SyncMessage};
 use crate::store::AppendItem;
 
@@ -44,7 +45,7 @@ impl DocumentActor {
         if !self.memory.has_room_for(update.len(), || {
             state.encode_state().map_or(usize::MAX / 2, |s| s.len())
         }) {
-            self.metrics.protocol_error("document_too_large");
+            self.metrics.protocol_error(ErrorKind::DocumentTooLarge);
             tracing::warn!(document = %self.name, session = key.session, limit = self.memory.max_bytes(), "update refused: document too large");
             self.send_to(&key, &Message::SyncStatus(false));
             self.send_to(&key, &Message::Close(Some("document too large")));

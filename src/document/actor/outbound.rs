@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use super::DocumentActor;
 use crate::document::{ConnKey, DocumentState};
+use crate::protocol::ErrorKind;
 use crate::protocol::{Message, SyncMessage};
 
 /// Sends `SyncStatus` for updates as they become durable, in order. One future per document
@@ -95,7 +96,7 @@ impl DocumentActor {
     /// A socket that does not read what it is sent: closed (the provider reconnects and
     /// resyncs from the document), never waited for.
     fn drop_slow_reader(&mut self, key: &ConnKey) {
-        self.metrics.protocol_error("slow_consumer");
+        self.metrics.protocol_error(ErrorKind::SlowConsumer);
         tracing::warn!(document = %self.name, session = key.session, "outbound queue full: closing a socket that does not read");
         self.attachments.abort_slow_reader(key);
         self.detach(key);

@@ -13,6 +13,7 @@ use crate::awareness::Owner;
 use crate::cluster::LeaseChanged;
 use crate::cluster::relay::{CatchUp, RelayKind, RemoteEntry};
 use crate::document::{DocError, DocumentState};
+use crate::protocol::ErrorKind;
 use crate::protocol::Message;
 
 impl DocumentActor {
@@ -38,7 +39,7 @@ impl DocumentActor {
             }
             Err(DocError::Poisoned) => self.internal_fault(None, ctx),
             Err(error) => {
-                self.metrics.protocol_error("bad_relay_update");
+                self.metrics.protocol_error(ErrorKind::BadRelayUpdate);
                 tracing::warn!(document = %self.name, %error, "ignoring an undecodable relayed update");
             }
         }
@@ -66,7 +67,7 @@ impl Handler<RemoteEntry> for DocumentActor {
                     // here is still open). Counted; logged quietly, as no local connection is
                     // to blame and it ends when either side releases the id.
                     for id in &changes.refused {
-                        self.metrics.protocol_error("awareness_not_owner");
+                        self.metrics.protocol_error(ErrorKind::AwarenessNotOwner);
                         tracing::debug!(document = %self.name, client_id = id, "relayed awareness entry refused: the client id belongs to a local connection");
                     }
                     if !changes.is_empty() {
@@ -74,11 +75,11 @@ impl Handler<RemoteEntry> for DocumentActor {
                         self.broadcast(&Message::Awareness(&encoded), None);
                     }
                 }
-                Err(_) => self.metrics.protocol_error("bad_relay_entry"),
+                Err(_) => self.metrics.protocol_error(ErrorKind::BadRelayEntry),
             },
             RelayKind::Stateless => match std::str::from_utf8(&entry.payload) {
                 Ok(payload) => self.broadcast(&Message::Stateless(payload), None),
-                Err(_) => self.metrics.protocol_error("bad_relay_entry"),
+                Err(_) => self.metrics.protocol_error(ErrorKind::BadRelayEntry),
             },
         }
     }

@@ -34,14 +34,15 @@ pub enum AwarenessError {
 
 impl AwarenessError {
     /// The `kind` label of `zedi_protocol_errors_total` for this refusal.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::protocol::ErrorKind {
+        use crate::protocol::ErrorKind;
         match self {
-            AwarenessError::StateTooLarge { .. } => "awareness_state_too_large",
-            AwarenessError::TooDeep { .. } => "awareness_too_deep",
+            AwarenessError::StateTooLarge { .. } => ErrorKind::AwarenessStateTooLarge,
+            AwarenessError::TooDeep { .. } => ErrorKind::AwarenessTooDeep,
             AwarenessError::Malformed(_)
             | AwarenessError::NotJson(_)
             | AwarenessError::TooManyClients(_)
-            | AwarenessError::OutOfRange(_) => "bad_awareness",
+            | AwarenessError::OutOfRange(_) => ErrorKind::BadAwareness,
         }
     }
 

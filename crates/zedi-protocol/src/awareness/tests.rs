@@ -241,7 +241,7 @@ fn a_state_over_the_size_limit_refuses_the_frame() {
             limit: 1024
         }
     );
-    assert_eq!(error.kind(), "awareness_state_too_large");
+    assert_eq!(error.kind().label(), "awareness_state_too_large");
     assert!(error.is_limit());
     // Checked before UTF-8: an oversized state that is not even text is still "too large".
     let mut w = Writer::new();
@@ -272,7 +272,7 @@ fn a_state_nested_too_deep_refuses_the_frame() {
             limit: 32
         }
     );
-    assert_eq!(error.kind(), "awareness_too_deep");
+    assert_eq!(error.kind().label(), "awareness_too_deep");
     // 100,000 deep, which serde_json's `IgnoredAny` alone would accept.
     let deep = nested(100_000);
     assert!(serde_json::from_str::<serde::de::IgnoredAny>(&deep).is_ok());
@@ -299,7 +299,10 @@ fn a_state_nested_too_deep_refuses_the_frame() {
     );
     // Broken JSON is still just not JSON, and not a limit.
     let error = decode_update(&update(&[(1, 1, "[[[")])).unwrap_err();
-    assert_eq!((error.kind(), error.is_limit()), ("bad_awareness", false));
+    assert_eq!(
+        (error.kind().label(), error.is_limit()),
+        ("bad_awareness", false)
+    );
 }
 
 #[test]

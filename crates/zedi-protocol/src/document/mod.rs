@@ -12,6 +12,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use crate::awareness::{AwarenessLimits, AwarenessTable};
 use crate::firewall::{self, Refusal};
+use crate::protocol::ErrorKind;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DocError {
@@ -35,13 +36,13 @@ pub enum DocError {
 }
 
 impl DocError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            DocError::Refused(_) | DocError::RefusedStateVector(_) => "invalid_update",
-            DocError::TooMuchPending(_) => "pending_limit",
-            DocError::BadStateVector => "bad_state_vector",
-            DocError::BadUpdate(_) => "bad_update",
-            DocError::Poisoned => "poisoned_update",
+            DocError::Refused(_) | DocError::RefusedStateVector(_) => ErrorKind::InvalidUpdate,
+            DocError::TooMuchPending(_) => ErrorKind::PendingLimit,
+            DocError::BadStateVector => ErrorKind::BadStateVector,
+            DocError::BadUpdate(_) => ErrorKind::BadUpdate,
+            DocError::Poisoned => ErrorKind::PoisonedUpdate,
         }
     }
 }

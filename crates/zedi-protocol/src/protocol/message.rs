@@ -177,14 +177,15 @@ pub enum FrameError {
 
 impl FrameError {
     /// Bounded label for the `protocol_errors_total{kind}` metric.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> super::ErrorKind {
+        use super::ErrorKind;
         match self {
             FrameError::Empty | FrameError::Malformed(_) | FrameError::TrailingBytes(_) => {
-                "malformed_frame"
+                ErrorKind::MalformedFrame
             }
-            FrameError::UnknownType(_) | FrameError::AddressedPing => "unknown_message_type",
-            FrameError::UnknownSyncType(_) => "unknown_sync_type",
-            FrameError::UnknownAuthType(_) => "unknown_auth_type",
+            FrameError::UnknownType(_) | FrameError::AddressedPing => ErrorKind::UnknownMessageType,
+            FrameError::UnknownSyncType(_) => ErrorKind::UnknownSyncType,
+            FrameError::UnknownAuthType(_) => ErrorKind::UnknownAuthType,
         }
     }
 }
