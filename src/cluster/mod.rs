@@ -23,7 +23,7 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 
 use crate::metrics::Metrics;
 use keys::Keys;
-use relay::{RedisHealth, RelayPublisher, RelayReader};
+use relay::{RedisHealth, RelayLink, RelayPublisher, RelayReader, StreamBounds};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up Redis: {0}")]
@@ -98,24 +98,20 @@ pub async fn start(
         ..ClusterStatus::default()
     });
     status.lease_ok.store(true, Ordering::Relaxed);
-    let publisher = RelayPublisher::start(
-        pool.clone(),
-        keys.clone(),
-        Arc::clone(&node_id),
-        settings.stream_max_len,
-        settings.stream_ttl,
-        settings.max_unpublished,
-        Arc::clone(&redis_health),
-        Arc::clone(&metrics),
-    );
-    let reader = RelayReader::start(
-        pool.clone(),
-        keys.clone(),
-        Arc::clone(&node_id),
-        settings.relay_block,
-        redis_health,
-        Arc::clone(&metrics),
-    );
+    let link = RelayLink {
+        pool: pool.clone(),
+        keys: keys.clone(),
+        node_id: Arc::clone(&node_id),
+        health: redis_health,
+        metrics: Arc::clone(&metrics),
+        retry: settings.retry(),
+    };
+    let bounds = StreamBounds {
+        max_len: settings.stream_max_len,
+        ttl: settings.stream_ttl,
+    };
+    let publisher = RelayPublisher::start(link.clone(), bounds, settings.max_unpublished);
+    let reader = RelayReader::start(link, settings.relay_block);
     let actor = ClusterActor::new(
         node_id,
         pool.clone(),

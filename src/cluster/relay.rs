@@ -26,8 +26,27 @@ pub use reader::{RelayReader, stream_tip};
 
 /// Retries while Redis does not answer: quick at first (a failover takes seconds), at most 2 s
 /// apart so that relaying resumes soon after it is back.
-const REDIS_RETRY: BackoffPolicy =
-    BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(2));
+/// What both halves of the relay share: the Redis pool and key scheme, this node's id (its
+/// own entries are skipped when read), the health flags `/health` shows, the metrics, and how
+/// a failing Redis is retried (`cluster.retry_*`).
+#[derive(Clone)]
+pub struct RelayLink {
+    pub pool: Pool,
+    pub keys: Keys,
+    pub node_id: Arc<str>,
+    pub health: Arc<RedisHealth>,
+    pub metrics: Arc<Metrics>,
+    pub retry: BackoffPolicy,
+}
+
+/// How the per-document streams are bounded in Redis (everything is also in the store).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamBounds {
+    /// Entries kept per stream (approximate trim).
+    pub max_len: usize,
+    /// A stream without new entries for this long is deleted.
+    pub ttl: Duration,
+}
 
 /// What an entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,33 +120,13 @@ pub struct RelayPublisher {
 }
 
 impl RelayPublisher {
-    // The publishing task's inputs, passed straight through to `publish_loop` (allowed there
-    // too); a struct for one call site would only rename them.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        pool: Pool,
-        keys: Keys,
-        node_id: Arc<str>,
-        stream_max_len: usize,
-        stream_ttl: Duration,
-        max_buffered: usize,
-        health: Arc<RedisHealth>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// Starts the publishing task; at most `max_buffered` entries wait while Redis is down.
+    pub fn start(link: RelayLink, bounds: StreamBounds, max_buffered: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let depth = Arc::new(AtomicUsize::new(0));
-        health.publisher_ok.store(true, Ordering::Relaxed);
-        tokio::spawn(publish_loop(
-            rx,
-            pool,
-            keys,
-            node_id,
-            stream_max_len,
-            stream_ttl,
-            Arc::clone(&depth),
-            health,
-            Arc::clone(&metrics),
-        ));
+        link.health.publisher_ok.store(true, Ordering::Relaxed);
+        let metrics = Arc::clone(&link.metrics);
+        tokio::spawn(publish_loop(rx, link, bounds, Arc::clone(&depth)));
         RelayPublisher {
             tx,
             depth,
@@ -152,18 +151,24 @@ impl RelayPublisher {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn publish_loop(
     mut rx: mpsc::UnboundedReceiver<PublishRequest>,
-    pool: Pool,
-    keys: Keys,
-    node_id: Arc<str>,
-    stream_max_len: usize,
-    stream_ttl: Duration,
+    link: RelayLink,
+    bounds: StreamBounds,
     depth: Arc<AtomicUsize>,
-    health: Arc<RedisHealth>,
-    metrics: Arc<Metrics>,
 ) {
+    let RelayLink {
+        pool,
+        keys,
+        node_id,
+        health,
+        metrics,
+        retry,
+    } = link;
+    let StreamBounds {
+        max_len: stream_max_len,
+        ttl: stream_ttl,
+    } = bounds;
     let publish_errors = metrics.redis_errors_total.with_label_values(&["publish"]);
     let mut batch = Vec::with_capacity(256);
     while let Some(first) = rx.recv().await {
@@ -174,7 +179,7 @@ async fn publish_loop(
                 Err(_) => break,
             }
         }
-        let mut backoff = Backoff::new(REDIS_RETRY);
+        let mut backoff = Backoff::new(retry);
         loop {
             let mut pipe = redis::pipe();
             for req in &batch {

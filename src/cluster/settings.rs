@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::BackoffPolicy;
 use crate::values::{InvalidSetting, SecretUrl, millis, optional, require, secs};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,9 +28,19 @@ pub struct ClusterSettings {
     pub relay_block: Duration,
     #[serde(rename = "redis_timeout_ms", with = "millis")]
     pub redis_timeout: Duration,
+    /// First wait before the relay retries a failing Redis; doubles up to `retry_max`.
+    #[serde(rename = "retry_initial_ms", with = "millis")]
+    pub retry_initial: Duration,
+    #[serde(rename = "retry_max_ms", with = "millis")]
+    pub retry_max: Duration,
 }
 
 impl ClusterSettings {
+    /// How the relay's publisher and reader retry a failing Redis.
+    pub fn retry(&self) -> BackoffPolicy {
+        BackoffPolicy::new(self.retry_initial, self.retry_max)
+    }
+
     /// The timings matter only on a cluster node (with a Redis URL).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.redis_url.is_none() {
@@ -49,6 +60,11 @@ impl ClusterSettings {
             !self.heartbeat.is_zero() && self.stream_max_len > 0 && !self.redis_timeout.is_zero(),
             "cluster.heartbeat_ms",
             "heartbeat, stream length and timeouts must be > 0",
+        )?;
+        require(
+            !self.retry_initial.is_zero() && self.retry_max >= self.retry_initial,
+            "cluster.retry_max_ms",
+            "retry_initial_ms must be > 0 and retry_max_ms >= retry_initial_ms",
         )
     }
 }

@@ -14,7 +14,7 @@ use redis::Value;
 use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
 
-use super::{CatchUp, REDIS_RETRY, RedisHealth, RelayKind, RemoteEntry};
+use super::{CatchUp, RedisHealth, RelayKind, RelayLink, RemoteEntry};
 use crate::backoff::Backoff;
 use crate::cluster::keys::Keys;
 use crate::metrics::Metrics;
@@ -48,17 +48,11 @@ pub struct RelayReader {
 }
 
 impl RelayReader {
-    pub fn start(
-        pool: Pool,
-        keys: Keys,
-        node_id: Arc<str>,
-        block: Duration,
-        health: Arc<RedisHealth>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// Starts the reading task; one XREAD waits at most `block`.
+    pub fn start(link: RelayLink, block: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        health.reader_ok.store(true, Ordering::Relaxed);
-        tokio::spawn(read_loop(rx, pool, keys, node_id, block, health, metrics));
+        link.health.reader_ok.store(true, Ordering::Relaxed);
+        tokio::spawn(read_loop(rx, link, block));
         RelayReader { tx }
     }
 
@@ -112,15 +106,15 @@ fn field<'a>(map: &'a HashMap<String, Value>, name: &str) -> Option<&'a [u8]> {
     }
 }
 
-async fn read_loop(
-    rx: mpsc::UnboundedReceiver<ReaderCommand>,
-    pool: Pool,
-    keys: Keys,
-    node_id: Arc<str>,
-    block: Duration,
-    health: Arc<RedisHealth>,
-    metrics: Arc<Metrics>,
-) {
+async fn read_loop(rx: mpsc::UnboundedReceiver<ReaderCommand>, link: RelayLink, block: Duration) {
+    let RelayLink {
+        pool,
+        keys,
+        node_id,
+        health,
+        metrics,
+        retry,
+    } = link;
     let mut reader = StreamReader {
         read_errors: metrics.redis_errors_total.with_label_values(&["read"]),
         rx,
@@ -128,7 +122,7 @@ async fn read_loop(
         pool,
         conn: None,
         outage: false,
-        backoff: Backoff::new(REDIS_RETRY),
+        backoff: Backoff::new(retry),
         keys,
         node_id,
         block,
