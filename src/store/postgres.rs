@@ -61,7 +61,7 @@ pub struct PgOptions {
     /// Overrides the URL's password when set (Secrets Manager injects it as its own variable).
     pub password: Option<String>,
     /// Overrides the URL's `sslmode` when set.
-    pub sslmode: Option<String>,
+    pub sslmode: Option<SslMode>,
     /// CA bundle for `verify-ca` / `verify-full`; overrides the URL's `sslrootcert`.
     pub ssl_root_cert: Option<PathBuf>,
     pub pool_size: usize,
@@ -144,13 +144,13 @@ impl PgStore {
         }
         config.connect_timeout(options.connect_timeout);
         config.application_name("zedi-sync");
-        let mode_name = options
-            .sslmode
-            .clone()
-            .or(url_sslmode)
-            .unwrap_or_else(|| "prefer".into());
-        let mode = SslMode::parse(&mode_name)
-            .ok_or_else(|| StoreError::Backend(format!("unknown sslmode `{mode_name}`")))?;
+        // The setting was parsed at load; the URL's own parameter is read here.
+        let mode = match (options.sslmode, url_sslmode) {
+            (Some(mode), _) => mode,
+            (None, Some(name)) => SslMode::parse(&name)
+                .ok_or_else(|| StoreError::Backend(format!("unknown sslmode `{name}`")))?,
+            (None, None) => SslMode::Prefer,
+        };
         let root_cert = options
             .ssl_root_cert
             .clone()

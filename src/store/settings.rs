@@ -68,7 +68,7 @@ impl StoreSettings {
                 .database_password
                 .as_ref()
                 .map(|p| p.expose().to_string()),
-            sslmode: self.sslmode.map(|m| m.name().to_string()),
+            sslmode: self.sslmode,
             ssl_root_cert: self.ssl_root_cert.clone(),
             pool_size: self.pool_size,
             connect_timeout: self.connect_timeout,

@@ -122,7 +122,7 @@ async fn tls_modes_and_separate_password() {
     let pg = PgCluster::start();
     let ca = pg.ca_file();
     let with = |mode: &str, ca: Option<&std::path::Path>| PgOptions {
-        sslmode: Some(mode.to_string()),
+        sslmode: Some(mode.parse().expect("an sslmode name")),
         ssl_root_cert: ca.map(|p| p.to_path_buf()),
         ..options(&pg.url)
     };
