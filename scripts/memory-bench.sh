@@ -19,7 +19,7 @@
 #   MEMBENCH_LIFT_RATES  1: lift the per-socket rate limits for the attack too (churn always).
 #   MEMBENCH_EXTRA       more zedi-bench flags, e.g. "--seconds 60" for the attack scenario:
 #                        MEMBENCH_SCENARIO=attack MEMBENCH_EXTRA="--seconds 60" scripts/memory-bench.sh
-#                        (issue 14's attacks at once against the default 384 MiB budget while
+#                        (every memory attack at once against the default 384 MiB budget while
 #                        an honest editor types; prints peak RSS, sheds, the editor's acks).
 # Takes about a minute per allocator after the build; needs python3 and curl.
 set -euo pipefail

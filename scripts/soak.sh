@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak / chaos run (issue 9; not part of CI). Real @hocuspocus/provider clients edit through an
+# Soak / chaos run (not part of CI). Real @hocuspocus/provider clients edit through an
 # ALB-like balancer in front of K zedi-sync nodes sharing a throwaway PostgreSQL and a redis-server,
 # while nodes (kill -9 or graceful drain), Redis and PostgreSQL are restarted at random; then it
 # checks that nothing acknowledged was lost and that everybody converged. Exit 0 = pass.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Table and ratios (zedi-sync / Hocuspocus) from a compare.sh JSON-lines file.
 
-Sweeps are summarised the way the bar in issue 8 reads them: throughput compares each server's
+Sweeps are summarised the way the performance bar reads them: throughput compares each server's
 best acknowledged rate over the in-flight values tried; fan-out compares p99 at 5 updates/s per
 document, and the highest rate tried at which p99 stayed under 10 ms with every update delivered.
 """
