@@ -473,6 +473,11 @@ def exported_metrics():
         text = p.read_text(errors="replace")
         if "prometheus" in text or "Opts::new" in text or "&r," in text:
             names |= {"zedi_" + m for m in re.findall(r'"([a-z][a-z0-9_]*)"\s*,\s*"[^"]* [^"]*"', text)}
+        # src/metrics.rs declares most metrics as table rows, the field name being the metric's:
+        # `name: IntCounterVec = counter_vec("help", ...)`.
+        names |= {"zedi_" + m for m in re.findall(
+            r"^\s*([a-z][a-z0-9_]*):\s*(?:Int)?(?:Counter|Gauge|Histogram)(?:Vec)?\s*=\s*"
+            r"(?:counter|gauge|histogram)(?:_vec)?\(", text, re.M)}
     return names
 
 
