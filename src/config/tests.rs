@@ -231,3 +231,24 @@ fn secrets_are_redacted() {
     assert!(shown.contains("<redacted>"));
     assert!(shown.contains("postgres://u:<redacted>@h/db"), "{shown}");
 }
+
+#[test]
+fn check_config_output_loads_back_as_a_config_file() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("ALLOWED_ORIGINS", "https://a.example/"),
+            ("ZEDI__AUTH__AUDIENCES", "app1, app2"),
+            ("ZEDI__SERVER__NODE_ID", "node-a"),
+        ]),
+    )
+    .unwrap();
+    let shown = s.redacted_toml();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("effective.toml");
+    std::fs::write(&path, &shown).unwrap();
+    let again = Settings::load_from(Some(&path), env(&[])).unwrap();
+    assert_eq!(again.redacted_toml(), shown);
+    assert_eq!(again.auth.audiences, vec!["app1", "app2"]);
+    assert_eq!(again.server.origins(), vec!["https://a.example"]);
+}
