@@ -66,33 +66,6 @@ impl Traffic {
     }
 }
 
-/// The series of a counter whose one label has a closed set of values, each looked up once: a
-/// label lookup is a hash and a lock, too much for a path taken per frame or per message. A
-/// value outside the set still counts, through the lookup.
-pub struct LabelledCounters {
-    values: &'static [&'static str],
-    series: Vec<IntCounter>,
-    vec: IntCounterVec,
-}
-
-impl LabelledCounters {
-    pub fn resolve(vec: &IntCounterVec, values: &'static [&'static str]) -> Self {
-        LabelledCounters {
-            values,
-            series: values.iter().map(|v| vec.with_label_values(&[v])).collect(),
-            vec: vec.clone(),
-        }
-    }
-
-    /// Adds one to the series of `value`: a scan of a few dozen short strings, no lock.
-    pub fn inc(&self, value: &str) {
-        match self.values.iter().position(|v| *v == value) {
-            Some(i) => self.series[i].inc(),
-            None => self.vec.with_label_values(&[value]).inc(),
-        }
-    }
-}
-
 /// Registers metrics in the process's registry. The `expect`s run on names and options fixed at
 /// compile time, once at start: nothing a client or the network does can reach them.
 struct Registrar(Registry);
@@ -295,7 +268,7 @@ metrics_table! {
     memory_resident_bytes: IntGauge = gauge(
         "The process's resident memory (VmRSS), sampled every 100 ms.",
     );
-    /// labels: reason (see `budget::SHED_REASONS`)
+    /// labels: reason (see `budget::ShedReason`)
     memory_sheds_total: IntCounterVec = counter_vec(
         "Connections, documents and sockets refused or closed to stay inside the memory budget, by reason.",
         &["reason"],
@@ -344,8 +317,8 @@ impl Metrics {
             self.memory_budget_used_bytes
                 .with_label_values(&[holder.as_str()]);
         }
-        for reason in crate::budget::SHED_REASONS {
-            self.memory_sheds_total.with_label_values(&[reason]);
+        for reason in crate::budget::ShedReason::ALL {
+            self.memory_sheds_total.with_label_values(&[reason.label()]);
         }
         for result in ["ok", "error"] {
             self.cloudwatch_publish_total.with_label_values(&[result]);
@@ -415,6 +388,15 @@ mod tests {
         for kind in ErrorKind::ALL {
             assert!(kinds.contains(&kind.label()), "{kind:?} not documented");
             let series = format!("zedi_protocol_errors_total{{kind=\"{}\"}} 0", kind.label());
+            assert!(text.contains(&series), "{series} not registered at start");
+        }
+        let reasons = labels_of(documented("zedi_memory_sheds_total"));
+        for reason in crate::budget::ShedReason::ALL {
+            assert!(
+                reasons.contains(&reason.label()),
+                "{reason:?} not documented"
+            );
+            let series = format!("zedi_memory_sheds_total{{reason=\"{}\"}} 0", reason.label());
             assert!(text.contains(&series), "{series} not registered at start");
         }
         let results = labels_of(documented("zedi_auth_results_total"));

@@ -74,7 +74,7 @@ impl Handler<Open> for Registry {
         }
         let budget = &self.config.budget;
         if budget.pressure() >= Pressure::RefuseDocuments {
-            budget.count_shed("document_refused");
+            budget.count_shed(crate::budget::ShedReason::DocumentRefused);
             tracing::warn!(document = %msg.name, used = budget.used(), limit = budget.limit(), "document not opened: memory budget nearly full");
             return MessageResult(Err(JoinError::ServerBusy));
         }

@@ -102,7 +102,7 @@ fn admit(head: &RequestHead, state: &AppState) -> Result<ConnectionSlot, Refusal
     // is not replaced for being busy.
     let budget = &state.sessions.budget;
     if budget.pressure() >= Pressure::RefuseConnections {
-        budget.count_shed("connection_refused");
+        budget.count_shed(crate::budget::ShedReason::ConnectionRefused);
         tracing::warn!(
             used = budget.used(),
             limit = budget.limit(),
@@ -359,7 +359,7 @@ impl Future for Pump {
                     unsent = unsent.len(),
                     "socket closed and its memory released"
                 );
-                this.meter.budget().count_shed(reason.label());
+                this.meter.budget().count_shed(reason.shed_reason());
                 // Best effort: a Close frame if the socket takes it at once and we are at a
                 // frame boundary (a client that reads will reconnect on 4205). Then the
                 // connection is dropped, unread input and all.

@@ -55,12 +55,12 @@ impl AbortReason {
         }
     }
 
-    /// Label of `zedi_memory_sheds_total`.
-    pub fn label(self) -> &'static str {
+    /// What `zedi_memory_sheds_total` counts it as.
+    pub fn shed_reason(self) -> super::ShedReason {
         match self {
-            AbortReason::Shed => "socket_closed",
-            AbortReason::SlowReader => "slow_reader",
-            AbortReason::WriteStall => "write_stall",
+            AbortReason::Shed => super::ShedReason::SocketClosed,
+            AbortReason::SlowReader => super::ShedReason::SlowReader,
+            AbortReason::WriteStall => super::ShedReason::WriteStall,
         }
     }
 }

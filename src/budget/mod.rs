@@ -35,9 +35,9 @@ use prometheus::IntGauge;
 pub use charge::Charge;
 pub use meter::{AbortReason, OutboundCharge, SocketMeter};
 pub use pressure::Pressure;
-pub use shed::{SHED_FLOOR_BYTES, SHED_REASONS};
+pub use shed::{SHED_FLOOR_BYTES, ShedReason};
 
-use crate::metrics::{LabelledCounters, Metrics};
+use crate::metrics::Metrics;
 
 /// What holds charged memory. The label of `zedi_memory_budget_used_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,8 @@ pub struct MemoryBudget {
     used: [AtomicUsize; 6],
     gauges: [IntGauge; 6],
     /// `zedi_memory_sheds_total` by reason; a flood of refused upgrades counts one per upgrade.
-    sheds: LabelledCounters,
+    /// One series per reason, resolved at start (indexed by `ShedReason as usize`).
+    sheds: [prometheus::IntCounter; ShedReason::ALL.len()],
     /// Every open socket's meter, for shedding the largest.
     sockets: Mutex<HashMap<u64, Weak<SocketMeter>>>,
     started: Instant,
@@ -130,7 +131,8 @@ impl MemoryBudget {
                     .memory_budget_used_bytes
                     .with_label_values(&[h.as_str()])
             }),
-            sheds: LabelledCounters::resolve(&metrics.memory_sheds_total, SHED_REASONS),
+            sheds: ShedReason::ALL
+                .map(|r| metrics.memory_sheds_total.with_label_values(&[r.label()])),
             sockets: Mutex::new(HashMap::new()),
             started: Instant::now(),
             last_shed_ms: AtomicU64::new(0),

@@ -7,15 +7,41 @@ use std::sync::{Arc, Weak};
 use super::MemoryBudget;
 use super::meter::{AbortReason, SocketMeter};
 
-/// Why the node refused or closed something to stay inside the budget: the label of
-/// `zedi_memory_sheds_total`.
-pub const SHED_REASONS: &[&str] = &[
-    "connection_refused",
-    "document_refused",
-    "socket_closed",
-    "slow_reader",
-    "write_stall",
-];
+/// Why memory pressure refused or closed something: the `reason` label of
+/// `zedi_memory_sheds_total`, one enum so the series registered, counted and documented agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedReason {
+    /// A new WebSocket got HTTP 503 (80 %).
+    ConnectionRefused,
+    /// A document not yet loaded was refused (90 %).
+    DocumentRefused,
+    /// A socket holding the most was closed (100 %).
+    SocketClosed,
+    /// A socket over its outbound share was closed.
+    SlowReader,
+    /// A socket that took no byte within the write deadline was closed.
+    WriteStall,
+}
+
+impl ShedReason {
+    pub const ALL: [ShedReason; 5] = [
+        ShedReason::ConnectionRefused,
+        ShedReason::DocumentRefused,
+        ShedReason::SocketClosed,
+        ShedReason::SlowReader,
+        ShedReason::WriteStall,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            ShedReason::ConnectionRefused => "connection_refused",
+            ShedReason::DocumentRefused => "document_refused",
+            ShedReason::SocketClosed => "socket_closed",
+            ShedReason::SlowReader => "slow_reader",
+            ShedReason::WriteStall => "write_stall",
+        }
+    }
+}
 
 /// Shedding closes sockets until the total is back under this.
 const SHED_TARGET_PERCENT: usize = 95;
@@ -31,8 +57,8 @@ const RESIDENT_LAG_MS: u64 = 2000;
 
 impl MemoryBudget {
     /// Counts one refusal or close in `zedi_memory_sheds_total`.
-    pub fn count_shed(&self, reason: &'static str) {
-        self.sheds.inc(reason);
+    pub fn count_shed(&self, reason: ShedReason) {
+        self.sheds[reason as usize].inc();
     }
 
     /// Over the limit: closes the sockets holding the most (each at least
@@ -79,7 +105,7 @@ impl MemoryBudget {
                 "memory budget full: closing the socket that holds the most"
             );
             meter.abort(AbortReason::Shed);
-            self.count_shed("socket_closed");
+            self.count_shed(ShedReason::SocketClosed);
             excess = excess.saturating_sub(held);
             closed += 1;
         }
