@@ -155,32 +155,33 @@ async fn pump(
             r = tcp.writable(), if full => r.map_err(|_| End::Gone)?,
             r = tcp.readable(), if !full => {
                 r.map_err(|_| End::Gone)?;
-                full = read_frames(ws, socket, &mut replies)?;
+                read_frames(ws, socket, &mut replies)?;
             }
             f = queue.recv(), if !full => {
                 // The socket's own outbox holds the sender: the queue never closes.
                 let Some(f) = f else { return Ok(()) };
-                full = write_queued(ws, f, queue, outbox)?;
+                write_queued(ws, f, queue, outbox)?;
             }
         }
-        full = blocked(ws.flush())? || full;
+        // Whatever the branch wrote, the flush says whether the socket took it all.
+        full = blocked(ws.flush())?;
     }
 }
 
-/// Every frame the client sent that is ready (at most [`READ_FRAMES`]), each answered; `true`
-/// when the socket stopped taking the replies.
+/// Every frame the client sent that is ready (at most [`READ_FRAMES`]), each answered; stops
+/// early when the socket stops taking the replies.
 fn read_frames(
     ws: &mut WebSocket<Io>,
     socket: &mut Socket,
     replies: &mut Vec<Bytes>,
-) -> Result<bool, End> {
+) -> Result<(), End> {
     for _ in 0..READ_FRAMES {
         let frame = match ws.read() {
             Ok(WsMessage::Binary(b)) => b,
             // WebSocket pings are answered by tungstenite, a close by its reply and then
             // ConnectionClosed on the next read.
             Ok(_) => continue,
-            Err(e) if would_block(&e) => return Ok(false),
+            Err(e) if would_block(&e) => return Ok(()),
             Err(_) => return Err(End::Gone),
         };
         socket.on_frame(&frame, replies).map_err(|_| End::Gone)?;
@@ -189,20 +190,20 @@ fn read_frames(
             full = blocked(ws.write(WsMessage::Binary(r)))? || full;
         }
         if full {
-            return Ok(true);
+            return Ok(());
         }
     }
-    Ok(false)
+    Ok(())
 }
 
-/// `first` and what else is queued (at most [`BATCH_FRAMES`]) into the write buffer; `true`
-/// when the socket stopped taking them.
+/// `first` and what else is queued (at most [`BATCH_FRAMES`]) into the write buffer; stops
+/// early when the socket stops taking them.
 fn write_queued(
     ws: &mut WebSocket<Io>,
     first: Bytes,
     queue: &mut mpsc::UnboundedReceiver<Bytes>,
     outbox: &Outbox,
-) -> Result<bool, End> {
+) -> Result<(), End> {
     let mut next = Some(first);
     for _ in 0..BATCH_FRAMES {
         let Some(f) = next.take().or_else(|| queue.try_recv().ok()) else {
@@ -210,8 +211,8 @@ fn write_queued(
         };
         outbox.taken(f.len());
         if blocked(ws.write(WsMessage::Binary(f)))? {
-            return Ok(true);
+            return Ok(());
         }
     }
-    Ok(false)
+    Ok(())
 }
