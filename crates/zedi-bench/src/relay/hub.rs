@@ -234,3 +234,71 @@ impl Socket {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(hub: &Arc<Hub>) -> (Socket, mpsc::UnboundedReceiver<Bytes>) {
+        let (outbox, rx) = Outbox::new();
+        (Socket::new(hub.clone(), outbox), rx)
+    }
+
+    fn update(address: &str, payload: &[u8]) -> Bytes {
+        encode(address, &Message::Sync(SyncMessage::Update(payload))).into()
+    }
+
+    #[test]
+    fn an_update_reaches_the_other_sockets_under_their_own_address_and_is_acked() {
+        let hub = Arc::new(Hub::default());
+        let (mut writer, mut writer_rx) = socket(&hub);
+        let (mut same, mut same_rx) = socket(&hub);
+        let (mut session, mut session_rx) = socket(&hub);
+        let mut replies = Vec::new();
+        for (s, address) in [(&mut same, "doc"), (&mut session, "doc\0s1")] {
+            let auth = Message::Auth(AuthMessage::Token {
+                token: "",
+                provider_version: None,
+            });
+            s.on_frame(&encode(address, &auth).into(), &mut replies)
+                .unwrap();
+        }
+        replies.clear();
+        let frame = update("doc", &[1, 2, 3]);
+        writer.on_frame(&frame, &mut replies).unwrap();
+        assert_eq!(
+            replies,
+            vec![Bytes::from(encode("doc", &Message::SyncStatus(true)))]
+        );
+        assert_eq!(same_rx.try_recv().unwrap(), frame);
+        assert_eq!(
+            session_rx.try_recv().unwrap(),
+            update("doc\0s1", &[1, 2, 3])
+        );
+        assert!(
+            writer_rx.try_recv().is_err(),
+            "the sender does not get its own update"
+        );
+        same.leave_all();
+        session.leave_all();
+        writer.leave_all();
+        assert!(lock(&hub.rooms).is_empty());
+    }
+
+    #[test]
+    fn a_queue_over_the_bound_stops_taking_frames_and_says_so() {
+        let (outbox, mut rx) = Outbox::new();
+        let chunk = Bytes::from(vec![0u8; 1 << 20]);
+        for _ in 0..(MAX_QUEUED_BYTES >> 20) {
+            outbox.push(chunk.clone());
+        }
+        assert!(!outbox.overflowed());
+        outbox.push(chunk.clone());
+        assert!(outbox.overflowed());
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, MAX_QUEUED_BYTES >> 20);
+    }
+}
