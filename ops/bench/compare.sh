@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# zedi-sync against the reference Hocuspocus 4.7.0 server (SQLite persistence), same generator,
-# same machine, one server at a time: throughput (1 writer + N readers on one document), fan-out
-# (K docs x S subscribers x R updates/s) and ramp (C synced idle connections), then the ratios.
-# Each measurement gets a freshly started server.
+# zedi-sync against the reference Hocuspocus 4.7.0 server (SQLite persistence) and a bare relay
+# (`zedi-bench relay`: frames forwarded and acknowledged, no CRDT, no store: the physical limit),
+# same generator, same machine, one server at a time: throughput (1 writer + N readers on one
+# document), fan-out (K docs x S subscribers x R updates/s) and ramp (C synced idle connections),
+# then the ratios. Each measurement gets a freshly started server.
 #
 #   ops/bench/compare.sh
-# Knobs (environment): CMP_TARGETS ("hocuspocus embedded postgres"), CMP_SCENARIOS
+# Knobs (environment): CMP_TARGETS ("hocuspocus embedded postgres relay"), CMP_SCENARIOS
 # ("throughput fanout ramp"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT ("8 64 256 512":
 # one throughput run each; the bar compares the best), CMP_FAN ("100 20": docs subscribers),
 # CMP_FAN_RATES ("2 5 10 15 20 25 30": updates/s per document, one run each; the bar compares p99 at 5
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-TARGETS=${CMP_TARGETS:-hocuspocus embedded postgres}
+TARGETS=${CMP_TARGETS:-hocuspocus embedded postgres relay}
 SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp}
 SECS=${CMP_SECONDS:-10}
 READERS=${CMP_READERS:-10}
@@ -33,7 +34,8 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "build (release)"
 # cargo says where the binaries are (CARGO_TARGET_DIR, a configured target-dir or --target move
-# them); zedi-sync and zedi-bench are bins of one package and profile, so they share a directory.
+# them); zedi-sync and zedi-bench are bins of the workspace's default members, built with one
+# profile, so they share a directory.
 # (Two steps: with set -e a failed build must stop here, which dirname "$(...)" would hide.)
 SYNC_BIN=$(scripts/cargo-bin.sh zedi-sync --release --bins)
 BIN=$(dirname "$SYNC_BIN")
@@ -96,6 +98,10 @@ start_server() { # $1 target, $2 port; sets SRV_PID
       fi
       env "${env[@]}" "$BIN/zedi-sync" >"$OUT/server-$t.log" 2>&1 &
       ;;
+    relay)
+      "$BIN/zedi-bench" relay --host 127.0.0.1 --port "$port" >"$OUT/server-$t.log" 2>&1 &
+      ;;
+    *) echo "compare.sh: unknown target $t (hocuspocus, embedded, postgres, relay)" >&2; return 1 ;;
   esac
   SRV_PID=$!
   for _ in $(seq 300); do # 30 s

@@ -1,11 +1,14 @@
 //! The benchmark tooling itself: `zedi-bench` runs each scenario briefly against the real daemon
-//! and reports sane figures, and `ops/bench/report.py` turns its JSON lines into the tables.
+//! and reports sane figures, `ops/bench/report.py` turns its JSON lines into the tables, and
+//! `zedi-bench relay` (compare.sh's baseline) carries the generator's scenarios in full.
 //! Figures are not judged here (benchmarks measure, tests do not time), only that the tools work.
 
 use crate::common;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use common::Daemon;
 
@@ -15,9 +18,13 @@ fn bench_bin() -> PathBuf {
     common::workspace_bin("zedi-bench", "ZEDI_BENCH_BIN")
 }
 
-fn run_bench(daemon: &Daemon, out: &std::path::Path, args: &[&str]) {
-    let url = format!("ws://127.0.0.1:{}", daemon.port);
-    let pid = daemon.pid().to_string();
+fn run_bench(daemon: &Daemon, out: &Path, args: &[&str]) {
+    run_bench_against(daemon.port, daemon.pid(), out, args);
+}
+
+fn run_bench_against(port: u16, server_pid: u32, out: &Path, args: &[&str]) {
+    let url = format!("ws://127.0.0.1:{port}");
+    let pid = server_pid.to_string();
     let status = Command::new(bench_bin())
         .args(["--url", &url, "--server-pid", &pid, "--out"])
         .arg(out)
@@ -161,8 +168,126 @@ fn zedi_bench_runs_every_scenario_and_report_py_reads_them() {
         String::from_utf8_lossy(&report.stderr)
     );
     let text = String::from_utf8_lossy(&report.stdout);
-    for heading in ["throughput (", "fanout (", "ramp (", "per server"] {
+    for heading in [
+        "throughput (",
+        "fanout (",
+        "ramp (",
+        "per server",
+        "server CPU µs per delivery",
+    ] {
         assert!(text.contains(heading), "report lacks {heading:?}:\n{text}");
     }
     assert!(text.contains("embedded"), "{text}");
+}
+
+/// `zedi-bench relay` on a free loopback port; killed when dropped.
+struct Relay {
+    child: Child,
+    port: u16,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        let port = common::free_port();
+        let child = Command::new(bench_bin())
+            .args(["relay", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zedi-bench relay");
+        let relay = Relay { child, port };
+        // The relay has no /health: it is up once its port accepts.
+        common::wait_until(
+            "zedi-bench relay to listen",
+            Duration::from_secs(20),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        relay
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn zedi_bench_relay_acknowledges_and_delivers_every_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start();
+    let pid = relay.child.id();
+    let out = dir.path().join("relay.jsonl");
+    run_bench_against(
+        relay.port,
+        pid,
+        &out,
+        &[
+            "--store",
+            "relay",
+            "--writers",
+            "2",
+            "--shared-doc",
+            "--readers",
+            "2",
+            "--in-flight",
+            "4",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    // Rate 4/s over 1 s: no send falls near the window's end, so every update sent is one
+    // whose stamp the subscribers count.
+    run_bench_against(
+        relay.port,
+        pid,
+        &out,
+        &[
+            "--store",
+            "relay",
+            "--scenario",
+            "fanout",
+            "--documents",
+            "3",
+            "--subscribers",
+            "3",
+            "--rate",
+            "4",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .filter(|l: &serde_json::Value| l.get("scenario").is_some())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let t = &lines[0];
+    // errors counts every update never acknowledged; the other writer's updates and the
+    // relay's handshake replies are all the writers expect.
+    assert_eq!(t["errors"], 0, "{t}");
+    assert_eq!(t["unexpected_frames"], 0, "{t}");
+    assert_eq!(t["connected"], 2, "{t}");
+    assert!(t["acked"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(t["readers_connected"], 2, "{t}");
+    assert!(t["reader_deliveries"].as_u64().unwrap() > 0, "{t}");
+    assert!(t["server_cpu_s"].as_f64().is_some(), "{t}");
+    let f = &lines[1];
+    assert_eq!(f["errors"], 0, "{f}");
+    assert_eq!(f["subscribers_connected"], 9, "{f}");
+    let sent = f["updates_sent"].as_u64().unwrap();
+    assert!(sent > 0, "{f}");
+    assert_eq!(f["updates_acked"], sent, "{f}");
+    assert_eq!(
+        f["deliveries"],
+        sent * 3,
+        "every update to each of its 3 subscribers: {f}"
+    );
 }

@@ -16,7 +16,7 @@ use zedi_protocol::protocol::{
 };
 
 /// The stream as tungstenite sees it: reads/writes that return `WouldBlock` instead of waiting.
-pub struct Io(Arc<TcpStream>);
+pub struct Io(pub Arc<TcpStream>);
 
 impl Read for Io {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

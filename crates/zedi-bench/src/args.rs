@@ -4,7 +4,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -29,9 +29,13 @@ pub enum Scenario {
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Hocuspocus-protocol load generator for zedi-sync (loopback only)"
+    about = "Hocuspocus-protocol load generator for zedi-sync (loopback only)",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    /// Without a subcommand: run `--scenario` against `--url`.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
     /// Daemon WebSocket URL; must resolve to a loopback address.
     #[arg(long, default_value = "ws://127.0.0.1:1234")]
     pub url: String,
@@ -110,6 +114,22 @@ pub struct Args {
     /// Worker threads of the event-driven scenarios (ramp, fanout, readers).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Mode {
+    /// Serve as a bare relay (the baseline of ops/bench/compare.sh): frames forwarded to the
+    /// other sockets of their document and acknowledged at once; no CRDT, no store, no auth.
+    Relay(RelayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RelayArgs {
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on; must be loopback.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
 }
 
 const MAX_WRITERS: usize = 5000;

@@ -372,7 +372,8 @@ pub async fn fanout(
     tokio::time::sleep_until(measure_start.into()).await;
     let c0 = CpuMark::now(a.server_pid);
     tokio::time::sleep_until(end.into()).await;
-    let (bench_cpu, server_cpu) = CpuMark::now(a.server_pid).since(&c0);
+    let c1 = CpuMark::now(a.server_pid);
+    let (bench_cpu, server_cpu) = c1.since(&c0);
     let r = Totals::collect(writers, subs).await;
     let secs = a.seconds.as_secs_f64();
     // Expected deliveries: every update sent in the window × the subscribers of its document.
@@ -400,6 +401,7 @@ pub async fn fanout(
         "errors": r.writer_errors + r.subscriber_errors + (nsubs - r.connected).saturating_sub(r.subscriber_errors),
         "client_cpu_pct": bench_cpu,
         "server_cpu_pct": server_cpu,
+        "server_cpu_s": c1.server_seconds_since(&c0),
         "notes": r.notes,
     })
 }

@@ -10,6 +10,8 @@
 //! stdout: one JSON line per measurement; stderr: the machine header and a human table.
 //! Only loopback targets are accepted. `--scenario churn` (memory returned after documents
 //! unload) is driven by `scripts/memory-bench.sh`, which starts the daemon for it.
+//! `zedi-bench relay --port P` is no generator but the bare relay `ops/bench/compare.sh`
+//! measures the daemon against.
 
 mod aconn;
 mod args;
@@ -17,6 +19,7 @@ mod attack;
 mod fanout;
 mod machine;
 mod memory;
+mod relay;
 mod scenarios;
 mod throughput;
 mod writer;
@@ -30,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use args::{Args, Scenario, loopback_target};
+use args::{Args, Mode, Scenario, loopback_target};
 
 /// The target of the event-driven scenarios, and the other nodes for `--reader-urls`.
 fn targets(
@@ -225,6 +228,9 @@ fn run_throughputs(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Mode::Relay(relay)) = &args.mode {
+        return relay::run(relay);
+    }
     args::validate(&args)?;
     let (addr, host) = loopback_target(&args.url)?;
     let health = machine::health(addr, &host);

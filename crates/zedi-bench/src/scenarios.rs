@@ -59,6 +59,13 @@ impl CpuMark {
         };
         (f(earlier.me, self.me), f(earlier.srv, self.srv))
     }
+    /// The server's CPU seconds over `[earlier, self]`, unrounded (per-delivery costs divide it).
+    pub fn server_seconds_since(&self, earlier: &CpuMark) -> Option<f64> {
+        earlier
+            .srv
+            .zip(self.srv)
+            .map(|(a, b)| ((b - a) * 1000.0).round() / 1000.0)
+    }
 }
 
 /// One ramp connection: handshakes (under `gate`), reports its handshake time on `synced`, then
@@ -216,6 +223,7 @@ pub async fn ramp(t: Arc<Target>, a: RampArgs, run_id: &str) -> Value {
         "hold_s": a.hold.as_secs_f64(),
         "client_cpu_pct": bench_cpu,
         "server_cpu_pct": server_cpu,
+        "server_cpu_s": cpu1.server_seconds_since(&cpu0),
         "notes": notes,
     })
 }

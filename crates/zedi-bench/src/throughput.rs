@@ -34,6 +34,8 @@ pub struct Measurement {
     /// CPU time of this generator over the window / wall time; 100 = one core busy.
     pub client_cpu_pct: f64,
     pub server_cpu_pct: Option<f64>,
+    /// The server's CPU seconds over the window, unrounded (per-delivery costs divide it).
+    server_cpu_s: Option<f64>,
     /// Time for all writers to connect and finish the handshake.
     setup_ms: f64,
     pub readers: usize,
@@ -171,9 +173,16 @@ fn wait_ready(
     (reported, connected)
 }
 
+/// CPU use over the measurement window.
+struct WindowCpu {
+    client_pct: f64,
+    server_pct: Option<f64>,
+    server_s: Option<f64>,
+}
+
 /// Tells every writer the window (or not to start), then sleeps through it reading the CPU
-/// time of this process and the server: (client %, server %).
-fn run_window(args: &Args, signal: &StartSignal, connected: usize) -> (f64, Option<f64>) {
+/// time of this process and the server.
+fn run_window(args: &Args, signal: &StartSignal, connected: usize) -> WindowCpu {
     let start = Instant::now() + Duration::from_millis(50);
     let measure_start = start + Duration::from_secs_f64(args.warmup);
     let measure_end = measure_start + Duration::from_secs_f64(args.seconds);
@@ -200,7 +209,11 @@ fn run_window(args: &Args, signal: &StartSignal, connected: usize) -> (f64, Opti
         (Some(a), Some(b)) => Some(round2((b - a) / args.seconds * 100.0)),
         _ => None,
     };
-    (pct(cpu0, cpu1).unwrap_or(0.0), pct(srv0, srv1))
+    WindowCpu {
+        client_pct: pct(cpu0, cpu1).unwrap_or(0.0),
+        server_pct: pct(srv0, srv1),
+        server_s: srv0.zip(srv1).map(|(a, b)| round3(b - a)),
+    }
 }
 
 /// What the writers measured together.
@@ -266,7 +279,7 @@ pub fn run_throughput(
     let deadline = Instant::now() + handshake_timeout + Duration::from_secs(2);
     let (reported, connected) = wait_ready(&ready_rx, writers, deadline);
     let setup_ms = setup_started.elapsed().as_secs_f64() * 1000.0;
-    let (client_cpu_pct, server_cpu_pct) = run_window(args, &signal, connected);
+    let cpu = run_window(args, &signal, connected);
     let joined = join_writers(handles);
     // Readers: stop them now (their end is only a bound); count what they received.
     let reader_deliveries = readers.delivered.load(Ordering::Relaxed);
@@ -290,8 +303,9 @@ pub fn run_throughput(
         max_ms: round3(percentile_ms(latencies, 1.0)),
         errors,
         unexpected_frames: joined.unexpected,
-        client_cpu_pct,
-        server_cpu_pct,
+        client_cpu_pct: cpu.client_pct,
+        server_cpu_pct: cpu.server_pct,
+        server_cpu_s: cpu.server_s,
         setup_ms: round2(setup_ms),
         readers: args.readers,
         readers_connected: readers.connected,
