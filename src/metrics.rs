@@ -175,6 +175,9 @@ metrics_table! {
     documents_open: IntGauge = gauge("Documents loaded on this node.");
     documents_loaded_total: IntCounter = counter("Document loads.");
     documents_unloaded_total: IntCounter = counter("Document unloads.");
+    documents_at_rest: IntGauge = gauge("Loaded documents held as their encoded state only (idle).");
+    document_rests_total: IntCounter = counter("Documents put to rest after documents.rest_after_ms without updates.");
+    document_revivals_total: IntCounter = counter("Documents at rest brought back to a live Yjs document by an update.");
     update_apply_seconds: Histogram = histogram(
         "Time to decode and apply one Yjs update to a document.",
         LATENCY_BUCKETS,

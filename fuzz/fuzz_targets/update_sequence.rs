@@ -31,7 +31,8 @@
 //!   committed seeds in fuzz/seeds/update_sequence/ use this to replay known findings exactly).
 //!
 //! Each step runs what the daemon runs for a client update: `contains_update` (the read-only
-//! check), `apply_update`, then `sync_step1_reply(&[0])`.
+//! check), `apply_update`, then `sync_step1_reply(&[0])`; after about one step in three the
+//! document goes to rest (`DocumentState::rest`), so the next step revives it.
 //!
 //! Property, after every step:
 //! - nothing crashes: no memory error (ASan), no abort, no panic that escapes `DocumentState`;
@@ -129,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
             eprintln!("  -> {applied:?}");
         }
         match applied {
-            Ok(_) if !crash_only => check_late_joiner(&state, &history),
+            Ok(_) if !crash_only => check_late_joiner(&mut state, &history),
             Ok(_) => {}
             // yrs panicked and DocumentState contained it: the actor drops the document and
             // reloads it from the store, closing every connection to it. That is a finding too
@@ -148,5 +149,10 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => {}
         }
         let _ = state.sync_step1_reply(&[0]);
+        // Idle documents go to rest and come back with the next update: about one step in
+        // three here, chosen by the update itself so the input layout stays as it was.
+        if update.len() % 3 == 0 {
+            let _ = state.rest();
+        }
     }
 });

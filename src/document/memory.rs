@@ -17,8 +17,11 @@ pub(super) struct DocumentMemory {
     approx_bytes: usize,
     /// `approx_bytes` when it was last measured by encoding the document.
     measured_bytes: usize,
-    /// The document's share of the budget: `approx_bytes` × the factor.
+    /// The document's share of the budget: `approx_bytes` × the factor while live; what its
+    /// encoded state holds while at rest.
     document: Charge,
+    /// Whether the document is at rest (see `DocumentState::rest`).
+    at_rest: bool,
     /// What the awareness table holds; follows the table and goes with the actor.
     awareness: Charge,
 }
@@ -31,6 +34,7 @@ impl DocumentMemory {
             approx_bytes: 0,
             measured_bytes: 0,
             document: Charge::new(budget, Holder::Documents),
+            at_rest: false,
             awareness: Charge::new(budget, Holder::Awareness),
         }
     }
@@ -74,12 +78,29 @@ impl DocumentMemory {
         self.approx_bytes + incoming <= limit
     }
 
+    /// The document went to rest, keeping `bytes` (its encoded state and state vector).
+    pub(super) fn rested(&mut self, bytes: usize) {
+        self.at_rest = true;
+        self.measured_bytes = bytes;
+        self.approx_bytes = bytes;
+        self.document.set(bytes);
+    }
+
+    /// The live document is back: charged by the factor again.
+    pub(super) fn revived(&mut self) {
+        self.at_rest = false;
+        self.charge_document();
+    }
+
     /// Sets the awareness charge to what the table now holds.
     pub(super) fn awareness_holds(&mut self, bytes: usize) {
         self.awareness.set(bytes);
     }
 
     fn charge_document(&mut self) {
+        if self.at_rest {
+            return;
+        }
         let bytes = self.approx_bytes as f64 * self.factor;
         self.document.set(bytes as usize);
     }
@@ -100,6 +121,20 @@ mod tests {
         assert_eq!(budget.used_by(Holder::Awareness), 40);
         drop(memory);
         assert_eq!(budget.used(), 0, "everything goes with the document");
+    }
+
+    #[test]
+    fn a_document_at_rest_is_charged_what_it_keeps() {
+        let budget = MemoryBudget::unmetered(1 << 30);
+        let mut memory = DocumentMemory::new(&budget, 9.0, 1 << 20);
+        memory.measured(1000);
+        assert_eq!(budget.used_by(Holder::Documents), 9000);
+        memory.rested(1010);
+        assert_eq!(budget.used_by(Holder::Documents), 1010);
+        memory.revived();
+        assert_eq!(budget.used_by(Holder::Documents), 9090);
+        memory.grew(10);
+        assert_eq!(budget.used_by(Holder::Documents), 9180);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct DocumentConfig {
     /// Waits between the attempts of a failing load (`documents.load_retry_*`).
     pub load_retry: crate::backoff::BackoffPolicy,
     pub awareness_timeout: Duration,
+    /// Idle time after which the document keeps only its encoded state; `None`: never.
+    pub rest_after: Option<Duration>,
     pub compact_after_updates: u64,
     pub compact_min_interval: Duration,
 }

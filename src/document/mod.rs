@@ -8,6 +8,7 @@
 //! - `compaction`: after `compact_after_updates` entries, at most once per interval, by the owner;
 //! - `unload`: loading / ready / unloading, and the unload timer;
 //! - `memory`: the size estimate the document limit is checked against, and the budget charges;
+//! - `rest`: when an idle document keeps only its encoded state;
 //! - `session_handle`: what the document holds of a session, and the messages it sends one.
 
 mod acks;
@@ -17,6 +18,7 @@ mod compaction;
 mod memory;
 mod messages;
 mod reloads;
+mod rest;
 mod session_handle;
 mod settings;
 mod unload;

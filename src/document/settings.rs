@@ -1,4 +1,5 @@
-//! `[documents]`: when a document loads, forgets silent awareness clients, and unloads.
+//! `[documents]`: when a document loads, forgets silent awareness clients, goes to rest, and
+//! unloads.
 
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub struct DocumentSettings {
     /// An awareness client that says nothing for this long is removed.
     #[serde(rename = "awareness_timeout_ms", with = "millis")]
     pub awareness_timeout: Duration,
+    /// A document that received no update for this long keeps only its encoded state
+    /// (`DocumentState::rest`); zero: never.
+    #[serde(rename = "rest_after_ms", with = "millis")]
+    pub rest_after: Duration,
 }
 
 impl DocumentSettings {

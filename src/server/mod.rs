@@ -218,6 +218,7 @@ fn document_config(settings: &Settings, budget: &Arc<MemoryBudget>) -> DocumentC
         load_timeout: settings.documents.load_timeout,
         load_retry: settings.documents.load_retry(),
         awareness_timeout: settings.documents.awareness_timeout,
+        rest_after: Some(settings.documents.rest_after).filter(|d| !d.is_zero()),
         compact_after_updates: settings.store.compact_after_updates,
         compact_min_interval: settings.store.compact_min_interval,
     }

@@ -23,7 +23,7 @@ pub(crate) fn finding(history: &[Vec<u8>], what: String) -> ! {
 }
 
 /// A v1 state vector as a sorted map (yrs writes it in hash order), without clock-0 entries.
-fn state_vector(history: &[Vec<u8>], who: &str, state: &DocumentState) -> BTreeMap<u64, u64> {
+fn state_vector(history: &[Vec<u8>], who: &str, state: &mut DocumentState) -> BTreeMap<u64, u64> {
     let sv = match state.sync_step1_reply(&[0]) {
         Ok((sv, _)) => sv,
         Err(e) => finding(
@@ -56,7 +56,7 @@ fn state_vector(history: &[Vec<u8>], who: &str, state: &DocumentState) -> BTreeM
 
 /// The document as it stands must be loadable by a late joiner, who then holds at least what
 /// the document integrated.
-pub(crate) fn check_late_joiner(state: &DocumentState, history: &[Vec<u8>]) {
+pub(crate) fn check_late_joiner(state: &mut DocumentState, history: &[Vec<u8>]) {
     let encoded = match state.encode_state() {
         Ok(encoded) => encoded,
         Err(e) => finding(
@@ -78,7 +78,7 @@ pub(crate) fn check_late_joiner(state: &DocumentState, history: &[Vec<u8>]) {
         );
     }
     let ours = state_vector(history, "document", state);
-    let theirs = state_vector(history, "late joiner", &joiner);
+    let theirs = state_vector(history, "late joiner", &mut joiner);
     // The joiner must hold everything the document integrated. It may hold more where a client
     // re-used its own ids with other content: merging the document's pending structs into its
     // encoding slices overlapping structs (as Yjs's mergeUpdates does), and a slice re-anchored

@@ -24,8 +24,8 @@ pub(crate) fn next_update(
             src.bytes(len).to_vec()
         }
         224..=239 if !history.is_empty() => history[src.below(history.len())].clone(),
-        216..=223 => match state.sync_step1_reply(&[0]) {
-            Ok((_, full)) => full,
+        216..=223 => match state.encode_state() {
+            Ok(full) => full,
             Err(_) => world.update(src),
         },
         192..=215 => {

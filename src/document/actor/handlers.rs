@@ -23,7 +23,7 @@ impl DocumentActor {
         };
         if attachment.read_only() {
             // Hocuspocus acks what is already known (the handshake) and refuses the rest.
-            let known = match self.state.contains_update(&update) {
+            let known = match self.on_live_state(ctx, |state| state.contains_update(&update)) {
                 Ok(known) => known,
                 Err(e) => return self.refuse_update(&key, &e),
             };
@@ -41,9 +41,9 @@ impl DocumentActor {
             self.close_socket(&key, "store overloaded; reconnect later");
             return;
         };
-        let state = &self.state;
+        let state = &mut self.state;
         if !self.memory.has_room_for(update.len(), || {
-            state.encode_state().map_or(usize::MAX / 2, |s| s.len())
+            state.full_state().map_or(usize::MAX / 2, |s| s.len())
         }) {
             self.metrics.protocol_error(ErrorKind::DocumentTooLarge);
             tracing::warn!(document = %self.name, session = key.session, limit = self.memory.max_bytes(), "update refused: document too large");
@@ -53,7 +53,7 @@ impl DocumentActor {
             return;
         }
         let started = Instant::now();
-        let applied = match self.state.apply_update(&update) {
+        let applied = match self.on_live_state(ctx, |state| state.apply_update(&update)) {
             Ok(applied) => applied,
             Err(DocError::Poisoned) => return self.internal_fault(Some(&key), ctx),
             Err(e) => return self.refuse_update(&key, &e),

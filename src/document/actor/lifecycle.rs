@@ -120,7 +120,8 @@ impl DocumentActor {
         }
         self.state = state;
         self.memory
-            .measured(self.state.encode_state().map_or(0, |s| s.len()));
+            .measured(self.state.full_state().map_or(0, |s| s.len()));
+        self.rest_schedule_updated(ctx);
         self.compaction.loaded(stored.updates.len() as u64);
         self.unload.loaded();
         match self.cluster.clone() {

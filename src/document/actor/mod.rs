@@ -4,13 +4,15 @@
 //! The actor composes the parts that own the document's state (attachments, acknowledgements,
 //! compaction and unload schedules, memory) and decides when each acts; its submodules are
 //! the message handlers ([`handlers`]), what it sends ([`outbound`]), loading, compaction and
-//! unloading ([`lifecycle`]), awareness ([`awareness`]) and the cluster side ([`replication`]).
+//! unloading ([`lifecycle`]), awareness ([`awareness`]), the cluster side ([`replication`]) and
+//! documents at rest ([`resting`]).
 
 mod awareness;
 mod handlers;
 mod lifecycle;
 mod outbound;
 mod replication;
+mod resting;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +24,7 @@ use super::acks::AckQueue;
 use super::attachments::Attachments;
 use super::compaction::CompactionSchedule;
 use super::memory::DocumentMemory;
+use super::rest::RestSchedule;
 use super::unload::UnloadSchedule;
 use super::{ConnKey, DocError, DocumentConfig, DocumentState, Unregister};
 use crate::cluster::relay::RelayKind;
@@ -39,6 +42,7 @@ pub struct DocumentActor {
     acks: AckQueue,
     compaction: CompactionSchedule,
     memory: DocumentMemory,
+    rest: RestSchedule,
     /// Changes applied but not yet broadcast: sent as one merged update once the mailbox has
     /// been drained (see [`DocumentActor::queue_update_broadcast`]), or before anything else
     /// is sent, so every socket still sees messages in the order they happened.
@@ -83,6 +87,7 @@ impl DocumentActor {
                 config.document_memory_factor,
                 config.max_document_bytes,
             ),
+            rest: RestSchedule::new(config.rest_after, std::time::Instant::now()),
             unsent: Vec::new(),
             persistence,
             registry,
@@ -187,6 +192,9 @@ impl Actor for DocumentActor {
         }
         // Given back now rather than when the actor value is dropped, whenever that is.
         self.memory.awareness_holds(0);
+        if self.state.is_at_rest() {
+            self.metrics.documents_at_rest.dec();
+        }
         self.metrics.documents_open.dec();
         self.metrics.documents_unloaded_total.inc();
         tracing::debug!(document = %self.name, "document unloaded");

@@ -28,7 +28,7 @@ impl DocumentActor {
     /// the local connections, never stored or acknowledged here (its node did that).
     fn apply_foreign_update(&mut self, update: &[u8], ctx: &mut Context<Self>) {
         let started = Instant::now();
-        match self.state.apply_update(update) {
+        match self.on_live_state(ctx, |state| state.apply_update(update)) {
             Ok(applied) => {
                 self.metrics
                     .update_apply_seconds

@@ -2,12 +2,15 @@
 //! (the y-sweet shape): the actor decides *when*, this decides *what*.
 
 mod apply;
+mod rest;
 #[cfg(test)]
 mod tests;
 mod tree;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
+use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use crate::awareness::{AwarenessLimits, AwarenessTable};
@@ -81,8 +84,26 @@ impl Default for DocumentLimits {
     }
 }
 
+/// What the document's content is held as.
+enum Content {
+    /// A live `yrs::Doc`, which updates are integrated into. `full_state` is the whole document
+    /// as one v1 update while nothing changed since it was encoded: every joiner with an empty
+    /// state vector gets the same bytes, encoded once.
+    Live {
+        doc: Doc,
+        full_state: Option<Arc<[u8]>>,
+    },
+    /// At rest (see [`DocumentState::rest`]): only the encoded state and its state vector, a
+    /// fraction of what the live `Doc` holds in memory. Joiners are answered from them; the
+    /// first update that changes anything brings the `Doc` back.
+    AtRest {
+        full_state: Arc<[u8]>,
+        state_vector: Vec<u8>,
+    },
+}
+
 pub struct DocumentState {
-    doc: Doc,
+    content: Content,
     pub awareness: AwarenessTable,
     limits: DocumentLimits,
     /// Bytes of the updates left pending since the document last had nothing pending (an
@@ -104,7 +125,10 @@ impl DocumentState {
     pub fn with_limits(limits: DocumentLimits) -> Self {
         // skip_gc stays off: the server keeps the document as small as the clients' view.
         DocumentState {
-            doc: Doc::new(),
+            content: Content::Live {
+                doc: Doc::new(),
+                full_state: None,
+            },
             awareness: AwarenessTable::with_limits(limits.awareness),
             limits,
             pending_bytes: 0,
@@ -128,13 +152,36 @@ impl DocumentState {
         (state, skipped)
     }
 
-    /// The whole document as one Yjs v1 update.
+    /// The whole document as one Yjs v1 update, freshly copied (see [`Self::full_state`] for
+    /// the shared one).
     pub fn encode_state(&self) -> Result<Vec<u8>, DocError> {
+        match &self.content {
+            Content::Live { doc, .. } => Self::encode_doc(doc),
+            Content::AtRest { full_state, .. } => Ok(full_state.to_vec()),
+        }
+    }
+
+    /// The whole document as one Yjs v1 update, shared: encoded at most once between two
+    /// changes, however many joiners ask for it.
+    pub fn full_state(&mut self) -> Result<Arc<[u8]>, DocError> {
+        match &mut self.content {
+            Content::Live { doc, full_state } => {
+                if let Some(cached) = full_state {
+                    return Ok(Arc::clone(cached));
+                }
+                let encoded: Arc<[u8]> = Self::encode_doc(doc)?.into();
+                *full_state = Some(Arc::clone(&encoded));
+                Ok(encoded)
+            }
+            Content::AtRest { full_state, .. } => Ok(Arc::clone(full_state)),
+        }
+    }
+
+    fn encode_doc(doc: &Doc) -> Result<Vec<u8>, DocError> {
         #[cfg(test)]
         tests::FULL_ENCODES.with(|n| n.set(n.get() + 1));
         catch_unwind(AssertUnwindSafe(|| {
-            self.doc
-                .transact()
+            doc.transact()
                 .encode_state_as_update_v1(&StateVector::default())
         }))
         .map_err(|_| DocError::Poisoned)
@@ -149,12 +196,22 @@ impl DocumentState {
             .and_then(Result::ok)
     }
 
-    pub fn doc(&self) -> &Doc {
-        &self.doc
+    /// The live `yrs::Doc`; `None` while the document is at rest.
+    pub fn live_doc(&self) -> Option<&Doc> {
+        match &self.content {
+            Content::Live { doc, .. } => Some(doc),
+            Content::AtRest { .. } => None,
+        }
     }
 
     /// What the document has integrated, per client.
     pub fn state_vector(&self) -> StateVector {
-        self.doc.transact().state_vector()
+        match &self.content {
+            Content::Live { doc, .. } => doc.transact().state_vector(),
+            // Encoded by yrs from this document when it went to rest.
+            Content::AtRest { state_vector, .. } => {
+                StateVector::decode_v1(state_vector).unwrap_or_default()
+            }
+        }
     }
 }
