@@ -24,12 +24,16 @@ use crate::persistence::Persistence;
 #[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
 pub struct Open {
     pub name: Arc<str>,
+    /// The opening session's thread, where the document starts when
+    /// `server.document_placement = "opener"`.
+    pub near: Option<ArbiterHandle>,
 }
 
 pub struct Registry {
     documents: HashMap<Arc<str>, (u64, Addr<DocumentActor>)>,
     next_id: u64,
-    /// Threads document actors run on, used round-robin so documents spread over cores.
+    /// Threads document actors run on, used round-robin so documents spread over cores; empty
+    /// with `document_placement = "opener"`: a document starts on its first session's thread.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     persistence: Persistence,
@@ -90,7 +94,10 @@ impl Handler<Open> for Registry {
             DocumentActor::new(name, id, persistence, registry, metrics, config, cluster)
         };
         let addr = if self.arbiters.is_empty() {
-            DocumentActor::create(make)
+            match &msg.near {
+                Some(near) => DocumentActor::start_in_arbiter(near, make),
+                None => DocumentActor::create(make),
+            }
         } else {
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);

@@ -4,7 +4,7 @@
 mod settings;
 mod stores;
 
-pub use settings::{Origin, ServerSettings};
+pub use settings::{DocumentPlacement, Origin, ServerSettings};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,9 +72,13 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         Arc::clone(&budget),
     );
     let cluster = start_cluster(&settings, &node_id, &metrics).await?;
-    let arbiters: Vec<Arbiter> = match settings.server.document_threads {
-        0 => (0..cores()).map(|_| Arbiter::new()).collect(),
-        n => (0..n).map(|_| Arbiter::new()).collect(),
+    let arbiters: Vec<Arbiter> = match (
+        settings.server.document_placement,
+        settings.server.document_threads,
+    ) {
+        (DocumentPlacement::Opener, _) => Vec::new(),
+        (DocumentPlacement::Threads, 0) => (0..cores()).map(|_| Arbiter::new()).collect(),
+        (DocumentPlacement::Threads, n) => (0..n).map(|_| Arbiter::new()).collect(),
     };
     let document_threads = arbiters.len();
     let registry = Registry::new(
@@ -121,7 +125,8 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     log_auth_mode(&settings, &authorizer);
     tracing::info!(
         %node_id, %addr, store = store.kind(),
-        workers, document_threads, "zedi-sync listening"
+        workers, document_threads, placement = ?settings.server.document_placement,
+        "zedi-sync listening"
     );
     let drainer = Drainer {
         state: drain,

@@ -55,6 +55,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Document actor threads; 0: one per core.
     pub document_threads: usize,
+    /// Where a document actor runs.
+    pub document_placement: DocumentPlacement,
     #[serde(rename = "drain_delay_ms", with = "millis")]
     pub drain_delay: Duration,
     #[serde(rename = "drain_deadline_ms", with = "millis")]
@@ -64,6 +66,18 @@ pub struct ServerSettings {
     /// Empty: any origin.
     #[serde(with = "comma_list")]
     pub allowed_origins: Vec<Origin>,
+}
+
+/// `server.document_placement`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentPlacement {
+    /// On `document_threads` threads of their own, round-robin: document work (loads, large
+    /// encodes) never delays socket I/O, at the cost of two thread hops per delivered update.
+    Threads,
+    /// On the thread of the session that opened it: that session's frames reach it without a
+    /// hop (others' still cross threads), and no document threads are started.
+    Opener,
 }
 
 impl ServerSettings {

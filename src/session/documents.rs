@@ -375,7 +375,10 @@ impl SessionActor {
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {
             let doc = registry
-                .send(Open { name })
+                .send(Open {
+                    name,
+                    near: actix::Arbiter::try_current(),
+                })
                 .await
                 .map_err(|_| JoinError::Unavailable)??;
             match doc.send(join).await {

@@ -16,5 +16,6 @@ mod limits;
 mod memory_bounds;
 mod memory_return;
 mod operations;
+mod placement;
 mod postgres;
 mod protocol_fixtures;
