@@ -273,6 +273,7 @@ pub async fn docmem(t: Arc<Target>, a: DocmemArgs, run_id: &str) -> Value {
         "keystrokes_per_doc": content.keystrokes,
         "updates_per_doc": content.updates.len(),
         "doc_encoded_bytes_avg": content.encoded,
+        "doc_update_bytes": content.update_bytes(),
         "generate_s": (gen_s * 10.0).round() / 10.0,
         "fill_s": (fill_s * 10.0).round() / 10.0,
         "idle_s": a.idle.as_secs_f64(),

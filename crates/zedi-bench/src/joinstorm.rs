@@ -226,6 +226,7 @@ pub async fn joinstorm(t: Arc<Target>, a: JoinstormArgs, run_id: &str) -> Value 
         "typists": a.typists,
         "keystrokes": content.keystrokes,
         "doc_encoded_bytes": content.encoded,
+        "doc_update_bytes": content.update_bytes(),
         "text_chars": content.text.chars().count(),
         "fill_s": (fill_s * 10.0).round() / 10.0,
         "idle_s": a.idle.as_secs_f64(),

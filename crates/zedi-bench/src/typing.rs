@@ -30,6 +30,14 @@ pub struct Content {
     pub text: String,
 }
 
+impl Content {
+    /// The bytes of every update: what a server that only adds applied updates to its last
+    /// measurement of a document thinks it holds.
+    pub fn update_bytes(&self) -> usize {
+        self.updates.iter().map(|(_, u)| u.len()).sum()
+    }
+}
+
 /// xorshift64*: the same documents on every run.
 struct Rng(u64);
 
