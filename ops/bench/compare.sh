@@ -2,12 +2,13 @@
 # zedi-sync against the reference Hocuspocus 4.7.0 server (SQLite persistence) and a bare relay
 # (`zedi-bench relay`: frames forwarded and acknowledged, no CRDT, no store: the physical limit),
 # same generator, same machine, one server at a time: throughput (1 writer + N readers on one
-# document), fan-out (K docs x S subscribers x R updates/s) and ramp (C synced idle connections),
-# then the ratios. Each measurement gets a freshly started server.
+# document), fan-out (K docs x S subscribers x R updates/s), ramp (C synced idle connections),
+# docmem (RSS per open idle typed document) and joinstorm (J clients joining one large document
+# at once), then the ratios. Each measurement gets a freshly started server.
 #
 #   ops/bench/compare.sh
 # Knobs (environment): CMP_TARGETS ("hocuspocus embedded postgres relay"), CMP_SCENARIOS
-# ("throughput fanout ramp"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT ("8 64 256 512":
+# ("throughput fanout ramp docmem joinstorm"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT ("8 64 256 512":
 # one throughput run each; the bar compares the best), CMP_FAN ("100 20": docs subscribers),
 # CMP_FAN_RATES ("2 5 10 15 20 25 30": updates/s per document, one run each; the bar compares p99 at 5
 # and the highest rate whose p99 stays under 10 ms), CMP_RAMP ("19900 200": connections
@@ -23,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 TARGETS=${CMP_TARGETS:-hocuspocus embedded postgres relay}
-SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp}
+SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp docmem joinstorm}
 SECS=${CMP_SECONDS:-10}
 READERS=${CMP_READERS:-10}
 IN_FLIGHT=${CMP_IN_FLIGHT:-8 64 256 512}
