@@ -2,29 +2,49 @@
 # zedi-sync against the reference Hocuspocus 4.7.0 server (SQLite persistence) and a bare relay
 # (`zedi-bench relay`: frames forwarded and acknowledged, no CRDT, no store: the physical limit),
 # same generator, same machine, one server at a time: throughput (1 writer + N readers on one
-# document), fan-out (K docs x S subscribers x R updates/s) and ramp (C synced idle connections),
-# then the ratios. Each measurement gets a freshly started server.
+# document), fan-out (K docs x S subscribers x R updates/s), ramp (C synced idle connections),
+# docmem (RSS per open idle typed document) and joinstorm (J clients joining one large document
+# at once), then the ratios. Each measurement gets a freshly started server.
 #
 #   ops/bench/compare.sh
 # Knobs (environment): CMP_TARGETS ("hocuspocus embedded postgres relay"), CMP_SCENARIOS
-# ("throughput fanout ramp"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT ("8 64 256 512":
+# ("throughput fanout ramp docmem joinstorm"), CMP_SECONDS (10), CMP_READERS (10), CMP_IN_FLIGHT ("8 64 256 512":
 # one throughput run each; the bar compares the best), CMP_FAN ("100 20": docs subscribers),
 # CMP_FAN_RATES ("2 5 10 15 20 25 30": updates/s per document, one run each; the bar compares p99 at 5
 # and the highest rate whose p99 stays under 10 ms), CMP_RAMP ("19900 200": connections
 # documents; 20,000 cannot be reached here, see BENCHMARKS.md),
+# CMP_DOCMEM_DOCS (100), CMP_DOCMEM_KIB (110), CMP_DOCMEM_IDLE (40 s), CMP_DOCMEM_SETTLE (10 s):
+# docmem, RSS per open idle document; CMP_JOIN_CONNS (500), CMP_JOIN_KIB (500), CMP_JOIN_IDLE
+# (40 s), CMP_JOIN_CONCURRENCY (all joiners at once): joinstorm (docmem and joinstorm skip
+# the relay, which keeps no document; zedi-sync runs them with limits.memory_budget_bytes
+# CMP_MEM_BUDGET, default 4 GiB),
 # CMP_REF_DIR (/tmp/zedi-hocuspocus-ref: npm scratch folder, outside the repo).
 # Everything listens on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 TARGETS=${CMP_TARGETS:-hocuspocus embedded postgres relay}
-SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp}
+SCENARIOS=${CMP_SCENARIOS:-throughput fanout ramp docmem joinstorm}
 SECS=${CMP_SECONDS:-10}
 READERS=${CMP_READERS:-10}
 IN_FLIGHT=${CMP_IN_FLIGHT:-8 64 256 512}
 read -r FAN_DOCS FAN_SUBS <<<"${CMP_FAN:-100 20}"
 FAN_RATES=${CMP_FAN_RATES:-2 5 10 15 20 25 30}
 read -r RAMP_CONNS RAMP_DOCS <<<"${CMP_RAMP:-19900 200}"
+DOCMEM_DOCS=${CMP_DOCMEM_DOCS:-100}
+DOCMEM_KIB=${CMP_DOCMEM_KIB:-110}
+DOCMEM_IDLE=${CMP_DOCMEM_IDLE:-40}
+DOCMEM_SETTLE=${CMP_DOCMEM_SETTLE:-10}
+JOIN_CONNS=${CMP_JOIN_CONNS:-500}
+JOIN_KIB=${CMP_JOIN_KIB:-500}
+JOIN_IDLE=${CMP_JOIN_IDLE:-40}
+JOIN_CONCURRENCY=${CMP_JOIN_CONCURRENCY:-$JOIN_CONNS}
+# limits.memory_budget_bytes of zedi-sync for docmem and joinstorm, which measure memory, not
+# admission: the default budget (384 MiB) charges a document the bytes of every update applied
+# since it was last encoded, ~3.7x the encoded size for keystroke-typed text, and turns new
+# sockets away (503) at 80 % of it, before 100 documents of 110 KiB are all open.
+MEM_BUDGET=${CMP_MEM_BUDGET:-4294967296}
+SRV_BUDGET=""
 REF=${CMP_REF_DIR:-/tmp/zedi-hocuspocus-ref}
 # 20k connections need more than 20k descriptors on each side; raise as far as allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -90,6 +110,7 @@ start_server() { # $1 target, $2 port; sets SRV_PID
       local env=(PORT="$port" ZEDI__SERVER__HOST=127.0.0.1 ZEDI__LIMITS__MAX_CONNECTIONS_PER_IP=0
         ZEDI__LIMITS__MAX_CONNECTIONS=0 ZEDI__LIMITS__MAX_MESSAGES_PER_SEC=1000000
         ZEDI__LIMITS__MAX_MESSAGE_BURST=1000000 ZEDI__LIMITS__MAX_BYTES_PER_SEC=1000000000)
+      [ -z "$SRV_BUDGET" ] || env+=(ZEDI__LIMITS__MEMORY_BUDGET_BYTES="$SRV_BUDGET")
       if [ "$t" = embedded ]; then
         env+=(ZEDI__STORE__KIND=embedded ZEDI__STORE__PATH="$WORK/embedded/zedi-sync.db")
       else
@@ -115,6 +136,7 @@ start_server() { # $1 target, $2 port; sets SRV_PID
 measure() { # $1 target, $2 scenario, $3 parameter (in-flight or rate)
   local t=$1 s=$2 v=${3:-} port
   port=$(free_port)
+  case $s in docmem|joinstorm) SRV_BUDGET=$MEM_BUDGET ;; *) SRV_BUDGET="" ;; esac
   start_server "$t" "$port"
   local common=(--url "ws://127.0.0.1:$port" --store "$t" --server-pid "$SRV_PID" --out "$RESULTS")
   step "$t: $s $v"
@@ -126,6 +148,12 @@ measure() { # $1 target, $2 scenario, $3 parameter (in-flight or rate)
     ramp) sleep 1 # let the runtime settle before the "before" RSS
           "$BIN/zedi-bench" "${common[@]}" --scenario ramp --connections "$RAMP_CONNS" \
             --documents "$RAMP_DOCS" --hold 5 --setup-timeout 180 >/dev/null ;;
+    docmem) "$BIN/zedi-bench" "${common[@]}" --scenario docmem --documents "$DOCMEM_DOCS" \
+              --doc-kib "$DOCMEM_KIB" --idle "$DOCMEM_IDLE" --settle "$DOCMEM_SETTLE" \
+              --unload-timeout 60 --setup-timeout 300 >/dev/null ;;
+    joinstorm) "$BIN/zedi-bench" "${common[@]}" --scenario joinstorm --connections "$JOIN_CONNS" \
+                 --concurrency "$JOIN_CONCURRENCY" --doc-kib "$JOIN_KIB" --idle "$JOIN_IDLE" \
+                 --setup-timeout 300 >/dev/null ;;
   esac
   stop_server
   if [ -n "$PG_DIR" ]; then scripts/pg-cluster.sh destroy "$PG_DIR"; PG_DIR=""; fi
@@ -137,6 +165,9 @@ run_target() {
     case $s in
       throughput) for v in $IN_FLIGHT; do measure "$t" "$s" "$v"; done ;;
       fanout) for v in $FAN_RATES; do measure "$t" "$s" "$v"; done ;;
+      # The relay keeps no document: nothing to hold in memory, nothing for a joiner to sync.
+      docmem|joinstorm) if [ "$t" = relay ]; then step "relay: $s skipped (no document kept)"
+                        else measure "$t" "$s"; fi ;;
       *) measure "$t" "$s" ;;
     esac
   done

@@ -87,6 +87,34 @@ for r in of("ramp"):
           f"{r['handshake_p99_ms']:>8.1f}{mib(r['server_rss_before_kb']):>11}{mib(r['server_rss_after_kb']):>10}"
           f"{f(r['rss_per_connection_kb'],1):>9}{f(server_cpu_us_per(r),1):>9}{f(r['client_cpu_pct'],1):>8}{f(r['server_cpu_pct'],1):>8}")
 
+mib = lambda kb: "-" if kb is None else f"{kb/1024:.1f}M"
+
+if of("docmem"):
+    print("\ndocmem (documents typed, typists gone, one idle synced subscriber each; per document:"
+          " (RSS - baseline) / documents, KiB and x the encoded size)")
+    print(f"{'server':<11}{'docs':>10}{'enc KiB':>8}{'baseline':>9}{'idle KiB':>9}{'x enc':>7}"
+          f"{'loaded KiB':>11}{'x enc':>7}{'after KiB':>10}{'idle s':>7}{'at rest':>8}{'unload s':>9}")
+    for r in of("docmem"):
+        docs = f"{r['documents_filled']}/{r['documents']}"
+        print(f"{r['store']:<11}{docs:>10}{r['doc_encoded_bytes_avg']/1024:>8.1f}{mib(r['rss_baseline_kb']):>9}"
+              f"{f(r['rss_per_idle_doc_kb'],1):>9}{f(r['idle_doc_over_encoded']):>7}"
+              f"{f(r['rss_per_loaded_doc_kb'],1):>11}{f(r['loaded_doc_over_encoded']):>7}"
+              f"{f(r['rss_per_doc_after_close_kb'],1):>10}{f(r['idle_s'],0):>7}"
+              f"{f(r.get('documents_at_rest'),0):>8}{f(r.get('unload_s'),1):>9}")
+
+if of("joinstorm"):
+    print("\njoinstorm (J clients join one large document at once)")
+    print(f"{'server':<11}{'synced':>10}{'enc KiB':>8}{'all ms':>9}{'hs p50':>8}{'hs p99':>8}{'RSS before':>11}"
+          f"{'RSS peak':>9}{'srv CPU s':>10}{'KiB/joiner':>11}{'verified':>9}{'at rest':>8}")
+    for r in of("joinstorm"):
+        per = r.get("bytes_received_per_joiner")
+        print(f"{r['store']:<11}{str(r['synced'])+'/'+str(r['connections']):>10}{r['doc_encoded_bytes']/1024:>8.1f}"
+              f"{f(r['all_synced_ms'],0):>9}{r['handshake_p50_ms']:>8.1f}{r['handshake_p99_ms']:>8.1f}"
+              f"{mib(r['server_rss_before_kb']):>11}{mib(r['server_rss_peak_kb']):>9}{f(r['server_cpu_s']):>10}"
+              f"{f(None if per is None else per/1024,1):>11}{str(r['step2_verified'])+'/'+str(r['step2_sampled']):>9}"
+              f"{f(r.get('documents_at_rest_before'),0):>8}")
+    print("  (the relay is not measured: it keeps no document)")
+
 
 def best_throughput(store):
     vals = [r["acked_per_sec"] for r in of("throughput", store) if r.get("errors") == 0]

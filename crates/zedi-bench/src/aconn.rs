@@ -158,6 +158,12 @@ impl Conn {
     /// Authenticated, the server's SyncStep1 (answered with our empty SyncStep2) and its SyncStep2
     /// have arrived, and our SyncStep2 is acknowledged (`SyncStatus`).
     pub async fn handshake(&mut self, deadline: Instant) -> Result<(), String> {
+        self.handshake_keep(deadline).await.map(|_| ())
+    }
+
+    /// [`Conn::handshake`], returning the server's SyncStep2 payload and the bytes of every
+    /// binary frame received meanwhile (WebSocket payloads).
+    pub async fn handshake_keep(&mut self, deadline: Instant) -> Result<(Vec<u8>, usize), String> {
         let doc = self.doc.clone();
         let token = Message::Auth(AuthMessage::Token {
             token: "bench",
@@ -170,12 +176,14 @@ impl Conn {
         )
         .await?;
         let (mut auth, mut step1, mut step2, mut owed) = (false, false, false, 0u32);
+        let (mut state, mut received) = (Vec::new(), 0usize);
         while !(auth && step1 && step2 && owed == 0) {
             let Some(frame) = self.frame(deadline).await? else {
                 return Err(format!(
                     "handshake timed out (authenticated={auth} step1={step1} step2={step2} acks_owed={owed})"
                 ));
             };
+            received += frame.len();
             let mut reply = None;
             match decode(&frame) {
                 Ok(Packet::Ping) => reply = Some(PONG_FRAME.to_vec()),
@@ -190,7 +198,10 @@ impl Conn {
                         reply = Some(encode(&doc, &Message::Sync(SyncMessage::Step2(&[0, 0]))));
                         owed += 1;
                     }
-                    Message::Sync(SyncMessage::Step2(_)) => step2 = true,
+                    Message::Sync(SyncMessage::Step2(s)) => {
+                        step2 = true;
+                        state = s.to_vec();
+                    }
                     Message::SyncStatus(ok) => {
                         owed = owed.saturating_sub(1);
                         if !ok {
@@ -207,7 +218,35 @@ impl Conn {
                 self.send(r, deadline).await?;
             }
         }
-        Ok(())
+        Ok((state, received))
+    }
+
+    /// Idles: answers pings and drops everything else until `stop` changes or `until`; returns
+    /// what broke the connection meanwhile.
+    pub async fn idle(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+        until: Instant,
+    ) -> Option<String> {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return None,
+                _ = tokio::time::sleep_until(until.into()) => return None,
+                _ = self.readable() => loop {
+                    match self.try_frame() {
+                        Ok(Some(f)) => {
+                            if matches!(decode(&f), Ok(Packet::Ping))
+                                && let Err(e) = self.send(PONG_FRAME.to_vec(), until).await
+                            {
+                                return Some(e);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Some(e),
+                    }
+                },
+            }
+        }
     }
 
     /// Best effort, never waits.

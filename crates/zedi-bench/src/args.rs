@@ -24,6 +24,14 @@ pub enum Scenario {
     /// unfinished frames, huge awareness, churn) for --seconds while an honest editor types:
     /// peak RSS, budget fill, sheds, the editor's acks (needs --server-pid).
     Attack,
+    /// D documents of --doc-kib typed by --typists people; the typists leave, one idle synced
+    /// subscriber per document stays: server RSS per open document when loaded, after --idle s
+    /// and after the documents closed (needs --server-pid).
+    Docmem,
+    /// One document of --doc-kib typed by --typists people (who leave; one subscriber stays);
+    /// after --idle s, --connections clients join it at once: time to all synced, handshake
+    /// p50/p99, peak server RSS, server CPU (needs --server-pid for the last two).
+    Joinstorm,
 }
 
 #[derive(Parser, Debug)]
@@ -84,18 +92,27 @@ pub struct Args {
     /// one writer each). Default: 100, churn 150.
     #[arg(long)]
     pub documents: Option<usize>,
-    /// churn: encoded size each writer fills its document to, KiB.
+    /// churn / docmem / joinstorm: encoded size each document is filled to, KiB.
     #[arg(long, default_value_t = 110)]
     pub doc_kib: usize,
-    /// churn: seconds of RSS samples (one a second) after the documents unloaded.
+    /// churn / docmem: seconds of RSS samples (one a second) after the documents unloaded.
     #[arg(long, default_value_t = 30)]
     pub settle: u64,
-    /// churn: longest wait for /health to report 0 documents after the writers left, seconds.
+    /// churn / docmem: longest wait for /health to report 0 documents after the writers left,
+    /// seconds (docmem, against a server whose /health has no `documents`: --settle only).
     #[arg(long, default_value_t = 60.0)]
     pub unload_timeout: f64,
-    /// ramp / fanout: handshakes in progress at once.
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
+    /// ramp / fanout / churn / docmem: handshakes (churn, docmem: documents filling) in
+    /// progress at once; default 256. joinstorm: joiners handshaking at once; default all.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// docmem / joinstorm: people typing each document, each with its own yrs client id.
+    #[arg(long, default_value_t = 5)]
+    pub typists: usize,
+    /// docmem / joinstorm: seconds the documents stay open and idle (one subscriber each)
+    /// before the idle RSS is read (docmem) or the joiners come (joinstorm).
+    #[arg(long, default_value_t = 40.0)]
+    pub idle: f64,
     /// ramp: seconds to keep every connection open after setup before reading RSS again.
     #[arg(long, default_value_t = 5.0)]
     pub hold: f64,
@@ -177,6 +194,12 @@ pub fn event_driven_documents(args: &Args) -> anyhow::Result<usize> {
         || !(0.0..=3600.0).contains(&args.unload_timeout)
     {
         bail!("--doc-kib must be 1..=65536, --settle and --unload-timeout at most 3600");
+    }
+    if !(1..=64).contains(&args.typists)
+        || !(0.0..=3600.0).contains(&args.idle)
+        || args.concurrency == Some(0)
+    {
+        bail!("--typists must be 1..=64, --idle in [0, 3600], --concurrency at least 1");
     }
     if args.subscribers > 10_000 || !(0.01..=10_000.0).contains(&args.rate) {
         bail!("--subscribers must be <= 10000 and --rate in [0.01, 10000]");

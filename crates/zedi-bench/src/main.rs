@@ -9,19 +9,24 @@
 //! ```
 //! stdout: one JSON line per measurement; stderr: the machine header and a human table.
 //! Only loopback targets are accepted. `--scenario churn` (memory returned after documents
-//! unload) is driven by `scripts/memory-bench.sh`, which starts the daemon for it.
+//! unload) is driven by `scripts/memory-bench.sh`, which starts the daemon for it; `docmem`
+//! (RSS per open idle document) and `joinstorm` (many clients joining one large document) by
+//! `ops/bench/compare.sh`.
 //! `zedi-bench relay --port P` is no generator but the bare relay `ops/bench/compare.sh`
 //! measures the daemon against.
 
 mod aconn;
 mod args;
 mod attack;
+mod docmem;
 mod fanout;
+mod joinstorm;
 mod machine;
 mod memory;
 mod relay;
 mod scenarios;
 mod throughput;
+mod typing;
 mod writer;
 
 use std::fs::File;
@@ -104,7 +109,7 @@ fn churn(
         memory::ChurnArgs {
             documents,
             doc_bytes: args.doc_kib * 1024,
-            concurrency: args.concurrency,
+            concurrency: args.concurrency.unwrap_or(256),
             setup_timeout: Duration::from_secs_f64(args.setup_timeout),
             unload_timeout: Duration::from_secs_f64(args.unload_timeout),
             settle: Duration::from_secs(args.settle),
@@ -132,7 +137,7 @@ fn run_event_driven(
             scenarios::RampArgs {
                 connections: args.connections,
                 documents,
-                concurrency: args.concurrency,
+                concurrency: args.concurrency.unwrap_or(256),
                 timeout: Duration::from_secs_f64(args.setup_timeout),
                 hold: Duration::from_secs_f64(args.hold),
                 server_pid: args.server_pid,
@@ -149,13 +154,46 @@ fn run_event_driven(
                 warmup: Duration::from_secs_f64(args.warmup),
                 seconds: Duration::from_secs_f64(args.seconds),
                 setup_timeout: Duration::from_secs_f64(args.setup_timeout),
-                concurrency: args.concurrency,
+                concurrency: args.concurrency.unwrap_or(256),
                 server_pid: args.server_pid,
             },
             run_id,
         )),
         Scenario::Churn => churn(&rt, args, target, documents, run_id)?,
         Scenario::Attack => attack_and_settle(&rt, args, &target)?,
+        Scenario::Docmem => {
+            let Some(server_pid) = args.server_pid else {
+                bail!("--scenario docmem reads the daemon's memory: give --server-pid");
+            };
+            rt.block_on(docmem::docmem(
+                target,
+                docmem::DocmemArgs {
+                    documents,
+                    doc_bytes: args.doc_kib * 1024,
+                    typists: args.typists,
+                    concurrency: args.concurrency.unwrap_or(256),
+                    setup_timeout: Duration::from_secs_f64(args.setup_timeout),
+                    idle: Duration::from_secs_f64(args.idle),
+                    unload_timeout: Duration::from_secs_f64(args.unload_timeout),
+                    settle: Duration::from_secs(args.settle),
+                    server_pid,
+                },
+                run_id,
+            ))
+        }
+        Scenario::Joinstorm => rt.block_on(joinstorm::joinstorm(
+            target,
+            joinstorm::JoinstormArgs {
+                connections: args.connections,
+                doc_bytes: args.doc_kib * 1024,
+                typists: args.typists,
+                concurrency: args.concurrency.unwrap_or(args.connections),
+                setup_timeout: Duration::from_secs_f64(args.setup_timeout),
+                idle: Duration::from_secs_f64(args.idle),
+                server_pid: args.server_pid,
+            },
+            run_id,
+        )),
         Scenario::Throughput => unreachable!(),
     };
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -268,6 +306,11 @@ fn main() -> anyhow::Result<()> {
         for (k, val) in obj {
             eprintln!("  {k:<28} {val}");
         }
+    }
+    match args.scenario {
+        Scenario::Docmem => eprintln!("\n{}", docmem::summary(&v)),
+        Scenario::Joinstorm => eprintln!("\n{}", joinstorm::summary(&v)),
+        _ => {}
     }
     Ok(())
 }
