@@ -22,6 +22,7 @@ use zedi_protocol::protocol::{Message, PONG_FRAME, Packet, SyncMessage, decode, 
 use crate::aconn::Conn;
 use crate::machine;
 use crate::scenarios::{Target, status_kb};
+use crate::typing::Rng;
 
 /// One process's memory as the kernel reports it (`/proc/PID/status`), in KiB.
 #[derive(Clone, Copy, Debug)]
@@ -102,21 +103,6 @@ pub async fn wait_documents(t: &Target, documents: i64, timeout: Duration) -> Op
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
-}
-
-/// A small deterministic generator (xorshift64*): the same documents on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 const WORDS: &[&str] = &[
