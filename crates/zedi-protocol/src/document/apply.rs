@@ -51,7 +51,7 @@ impl DocumentState {
         }
     }
 
-    fn encoded_state_vector(&self) -> Result<Vec<u8>, DocError> {
+    pub(super) fn encoded_state_vector(&self) -> Result<Vec<u8>, DocError> {
         match &self.content {
             Content::Live { doc, .. } => catch_unwind(AssertUnwindSafe(|| {
                 doc.transact().state_vector().encode_v1()
@@ -99,8 +99,7 @@ impl DocumentState {
         let Content::Live { doc, .. } = &self.content else {
             return false; // a document with anything pending does not go to rest
         };
-        let txn = doc.transact();
-        txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
+        pending_in(&doc.transact())
     }
 
     /// Applies a Yjs v1 update. The firewall and decoding happen first and alone, so a refused
@@ -135,10 +134,7 @@ impl DocumentState {
         // pending one, or an acknowledged update would not be durable.
         let leaves_hole = Self::check(doc, &self.limits, update)?;
         let decoded = Self::decode(update)?;
-        let has_pending = {
-            let txn = doc.transact();
-            txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
-        };
+        let has_pending = pending_in(&doc.transact());
         if self.pending_bytes > 0 && (has_pending || leaves_hole) {
             let waiting = self.pending_bytes.saturating_add(update.len());
             if waiting > self.limits.max_pending_bytes {
@@ -151,8 +147,7 @@ impl DocumentState {
             let mut txn = doc.transact_mut();
             txn.apply_update(decoded)
                 .map_err(|e| DocError::BadUpdate(e.to_string()))?;
-            let pending =
-                txn.store().pending_update().is_some() || txn.store().pending_ds().is_some();
+            let pending = pending_in(&txn);
             let changes = txn.encode_update_v1();
             Ok::<_, DocError>((changes, pending))
         }))
@@ -201,4 +196,9 @@ impl DocumentState {
         }))
         .map_err(|_| DocError::Poisoned)
     }
+}
+
+/// Whether structs or deletions in `txn`'s document wait for missing predecessors.
+fn pending_in<T: ReadTxn>(txn: &T) -> bool {
+    txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
 }

@@ -7,11 +7,9 @@
 //! the shared SyncStep2) and its state vector. v1 rather than the often smaller v2: a joiner
 //! is always sent v1, and serving it from v2 would convert per join.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, Transact};
+use yrs::Doc;
 
 use super::{Content, DocError, DocumentState};
 
@@ -30,13 +28,7 @@ impl DocumentState {
             return Ok(None);
         }
         let full_state = self.full_state()?;
-        let state_vector = match &self.content {
-            Content::Live { doc, .. } => catch_unwind(AssertUnwindSafe(|| {
-                doc.transact().state_vector().encode_v1()
-            }))
-            .map_err(|_| DocError::Poisoned)?,
-            Content::AtRest { .. } => return Ok(None),
-        };
+        let state_vector = self.encoded_state_vector()?;
         let kept = full_state.len() + state_vector.len();
         self.content = Content::AtRest {
             full_state,
