@@ -27,6 +27,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<Cidr>,
     /// Cluster state, when this node is part of one.
     pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
+    /// `server.ywebsocket_path`: paths under it name a y-websocket document.
+    pub ywebsocket_path: String,
 }
 
 #[derive(Serialize)]

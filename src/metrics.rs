@@ -161,6 +161,7 @@ metrics_table! {
     // Connections.
     connections_open: IntGauge = gauge("Open WebSocket connections.");
     connections_total: IntCounter = counter("WebSocket connections accepted.");
+    ywebsocket_sessions_total: IntCounter = counter("Connections that spoke the y-websocket protocol.");
     /// labels: reason (node_full, address_full)
     connections_refused_total: IntCounterVec = counter_vec(
         "WebSocket upgrades refused by a connection limit.",

@@ -41,6 +41,8 @@ use crate::limits::{ConnectionSlot, Refused, client_ip};
 use crate::protocol::CloseCode;
 use crate::session::SessionActor;
 
+mod path_document;
+
 /// Bytes read from the socket per system call, into a buffer of the worker thread's (one per
 /// thread, zeroed once: a fresh stack array per read would be zero-filled on every read).
 const READ_CHUNK: usize = 8 * 1024;
@@ -197,8 +199,22 @@ pub async fn upgrade(
         Ok(slot) => slot,
         Err(refusal) => return refuse(&mut framed, refusal.status, refusal.body).await,
     };
+    // The y-websocket token is decided before the handshake: refused means HTTP 401/403.
+    let path = match path_document::examine(req.head(), &state).await {
+        Ok(path) => path,
+        Err(refusal) => return refuse(&mut framed, refusal.status, refusal.body).await,
+    };
     let accept = match ws::handshake(req.head()) {
-        Ok(mut builder) => builder.finish().drop_body(),
+        Ok(mut builder) => {
+            if let Some(protocol) = path
+                .protocol
+                .as_deref()
+                .and_then(|p| HeaderValue::from_str(p).ok())
+            {
+                builder.insert_header((actix_http::header::SEC_WEBSOCKET_PROTOCOL, protocol));
+            }
+            builder.finish().drop_body()
+        }
         Err(error) => {
             tracing::debug!(%error, "bad WebSocket handshake");
             let status = Response::from(&error).status();
@@ -219,6 +235,7 @@ pub async fn upgrade(
         slot,
         Arc::clone(&meter),
         Rc::clone(&throttle),
+        path.document,
     );
     let codec = ws::Codec::new().max_size(state.max_frame_bytes);
     // A task of its own: the HTTP dispatcher (and its buffers) ends when this returns.

@@ -1,12 +1,15 @@
 //! The updates handed to persistence and not yet acknowledged. This is the one place that
 //! decides what a `SyncStatus` after an update says: `true` only once the writer's completion
-//! for that update arrived, and in the order the updates were handed over.
+//! for that update arrived, and in the order the updates were handed over. It also holds what
+//! goes to the other nodes once durable: nothing reaches another node (and its editors, who may
+//! speak y-websocket and never see an acknowledgement) that this node's store does not have.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::ConnKey;
@@ -16,6 +19,8 @@ use super::ConnKey;
 pub(super) struct Ack {
     pub(super) key: ConnKey,
     pub(super) durable: bool,
+    /// The update, for the cluster relay, when it was stored and is durable.
+    pub(super) relay: Option<Bytes>,
 }
 
 /// Updates handed to persistence, oldest first, with the completion that says durable. One
@@ -23,16 +28,22 @@ pub(super) struct Ack {
 /// knows whether that waiter is running.
 #[derive(Default)]
 pub(super) struct AckQueue {
-    waiting: VecDeque<(ConnKey, oneshot::Receiver<()>)>,
+    waiting: VecDeque<(ConnKey, oneshot::Receiver<()>, Option<Bytes>)>,
     waiter_running: bool,
 }
 
 impl AckQueue {
-    /// Queues the acknowledgement of an update handed to persistence. Returns `true` when no
-    /// waiter is watching the queue yet: the caller starts one (it is counted as running now).
+    /// Queues the acknowledgement of an update handed to persistence, with the update to relay
+    /// once it is durable (`None`: nothing new was stored). Returns `true` when no waiter is
+    /// watching the queue yet: the caller starts one (it is counted as running now).
     #[must_use]
-    pub(super) fn push(&mut self, key: ConnKey, durable: oneshot::Receiver<()>) -> bool {
-        self.waiting.push_back((key, durable));
+    pub(super) fn push(
+        &mut self,
+        key: ConnKey,
+        durable: oneshot::Receiver<()>,
+        relay: Option<Bytes>,
+    ) -> bool {
+        self.waiting.push_back((key, durable, relay));
         !std::mem::replace(&mut self.waiter_running, true)
     }
 
@@ -45,15 +56,17 @@ impl AckQueue {
     /// (`task` is then woken when it is). A completion dropped without being sent means the
     /// writer is gone (shutdown; it never gives up otherwise): not known durable.
     pub(super) fn poll_next(&mut self, task: &mut Context<'_>) -> Option<Ack> {
-        let (_, durable) = self.waiting.front_mut()?;
+        let (_, durable, _) = self.waiting.front_mut()?;
         let result = match Pin::new(durable).poll(task) {
             Poll::Ready(result) => result,
             Poll::Pending => return None,
         };
-        let (key, _) = self.waiting.pop_front()?;
+        let (key, _, relay) = self.waiting.pop_front()?;
+        let durable = result.is_ok();
         Some(Ack {
             key,
-            durable: result.is_ok(),
+            durable,
+            relay: relay.filter(|_| durable),
         })
     }
 
@@ -92,14 +105,14 @@ mod tests {
         let (second, second_rx) = oneshot::channel::<()>();
         let (third, third_rx) = oneshot::channel::<()>();
         assert!(
-            queue.push(key(1), first_rx),
+            queue.push(key(1), first_rx, Some(Bytes::from_static(b"u1"))),
             "the first update starts a waiter"
         );
         assert!(
-            !queue.push(key(2), second_rx),
+            !queue.push(key(2), second_rx, None),
             "one waiter for the whole queue"
         );
-        assert!(!queue.push(key(3), third_rx));
+        assert!(!queue.push(key(3), third_rx, Some(Bytes::from_static(b"u3"))));
         assert_eq!(queue.in_flight(), 3);
 
         // The second is durable, but the first is not yet: nothing is acknowledged.
@@ -108,14 +121,19 @@ mod tests {
         assert!(!queue.waiter_may_stop());
 
         first.send(()).unwrap();
-        let durable = |session| {
+        let durable = |session, relay: Option<&'static [u8]>| {
             Some(Ack {
                 key: key(session),
                 durable: true,
+                relay: relay.map(Bytes::from_static),
             })
         };
-        assert_eq!(next(&mut queue), durable(1));
-        assert_eq!(next(&mut queue), durable(2));
+        assert_eq!(
+            next(&mut queue),
+            durable(1, Some(b"u1")),
+            "relayed once durable"
+        );
+        assert_eq!(next(&mut queue), durable(2, None));
         assert_eq!(next(&mut queue), None);
 
         // A writer that went away never said durable.
@@ -123,6 +141,7 @@ mod tests {
         let lost = Some(Ack {
             key: key(3),
             durable: false,
+            relay: None,
         });
         assert_eq!(next(&mut queue), lost);
         assert_eq!(queue.in_flight(), 0);
@@ -130,7 +149,7 @@ mod tests {
 
         let (_later, later_rx) = oneshot::channel::<()>();
         assert!(
-            queue.push(key(4), later_rx),
+            queue.push(key(4), later_rx, None),
             "a stopped waiter is started again"
         );
     }

@@ -47,6 +47,8 @@ pub struct Join {
     /// What the socket holds, shared with its session and write task: bounds what a slow
     /// reader can pile up, and closes it at once when it does.
     pub meter: Arc<SocketMeter>,
+    /// Send our SyncStep1 at once, before anything else: a y-websocket server opens with it.
+    pub greet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

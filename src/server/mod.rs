@@ -120,6 +120,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         ),
         trusted_proxies: settings.server.trusted_proxies.clone(),
         cluster: cluster.as_ref().map(|c| Arc::clone(&c.status)),
+        ywebsocket_path: settings.server.ywebsocket_path.clone(),
     });
     let (server, addr, workers) = listen(&settings, state)?;
     log_auth_mode(&settings, &authorizer);

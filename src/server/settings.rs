@@ -66,6 +66,8 @@ pub struct ServerSettings {
     /// Empty: any origin.
     #[serde(with = "comma_list")]
     pub allowed_origins: Vec<Origin>,
+    /// Prefix under which a path names a y-websocket document; empty: no such endpoint.
+    pub ywebsocket_path: String,
 }
 
 /// `server.document_placement`.
@@ -86,6 +88,13 @@ impl ServerSettings {
             !self.drain_deadline.is_zero() && self.drain_delay < self.drain_deadline,
             "server.drain_deadline_ms",
             "must be > 0 and longer than server.drain_delay_ms",
+        )?;
+        // "/y" would make "/yes" the document "es".
+        let path = &self.ywebsocket_path;
+        require(
+            path.is_empty() || (path.starts_with('/') && path.ends_with('/')),
+            "server.ywebsocket_path",
+            "must be empty or start and end with /",
         )
     }
 

@@ -209,7 +209,7 @@ impl SessionActor {
     }
 
     /// First decision for a document on this socket.
-    fn decided(&mut self, address: Arc<str>, decision: Decision, ctx: &mut Ctx) {
+    pub(super) fn decided(&mut self, address: Arc<str>, decision: Decision, ctx: &mut Ctx) {
         let queue = match self.docs.remove(&address) {
             Some(Slot::AwaitingAuth { queue, .. }) => queue,
             // The client detached (CLOSE) while its token was being checked.
@@ -371,6 +371,7 @@ impl SessionActor {
             session: SessionHandle::new(ctx.address()),
             read_only: grant.read_only,
             meter: Arc::clone(&self.meter),
+            greet: self.wire.is_ywebsocket(),
         };
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {

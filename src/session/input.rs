@@ -24,10 +24,14 @@ use crate::protocol::{
 impl SessionActor {
     /// One whole binary WebSocket message: rate, decode, address checks, then routing.
     fn on_frame(&mut self, frame: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
-        if !self.take_rate_tokens(frame.len(), ctx) {
+        if !self.take_rate_tokens(1, frame.len(), ctx) {
             return;
         }
         self.shared.metrics.bytes(Direction::In, frame.len());
+        self.choose_wire(&frame, ctx);
+        if self.wire.is_ywebsocket() {
+            return self.on_ywebsocket_frame(frame, ctx);
+        }
         let packet = match protocol::decode(&frame) {
             Ok(packet) => packet,
             Err(e) => {
@@ -69,17 +73,23 @@ impl SessionActor {
         self.dispatch(address, message, &frame, ctx);
     }
 
-    /// Takes the frame's rate tokens. Over the rate, the frame is still taken, but reading
-    /// pauses until the buckets are out of debt: TCP then slows the sender (a paste or an
-    /// import goes through, slower). `false` when the debt limit closed the socket.
-    fn take_rate_tokens(&mut self, size: usize, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+    /// Takes the rate tokens of `messages` messages of `size` bytes. Over the rate, they are
+    /// still taken, but reading pauses until the buckets are out of debt: TCP then slows the
+    /// sender (a paste or an import goes through, slower). `false` when the debt limit closed
+    /// the socket.
+    pub(super) fn take_rate_tokens(
+        &mut self,
+        messages: usize,
+        size: usize,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> bool {
         let now = Instant::now();
         let limits = &self.shared.limits;
         let message_debt = MAX_RATE_DEBT_BURSTS * f64::from(limits.max_message_burst);
         let byte_debt = MAX_RATE_DEBT_BURSTS * (limits.max_bytes_per_sec as f64);
         let waits = self
             .messages_rate
-            .take_with_debt(1.0, now, message_debt)
+            .take_with_debt(messages as f64, now, message_debt)
             .and_then(|a| {
                 let b = self
                     .bytes_rate
@@ -107,7 +117,7 @@ impl SessionActor {
 
     /// Hands a decoded message for `address` to the session's state machine or, as input, to
     /// the document (queued while the document is not open yet).
-    fn dispatch(
+    pub(super) fn dispatch(
         &mut self,
         address: Arc<str>,
         message: Message<'_>,
@@ -161,18 +171,22 @@ fn address_problem(address: &str, limits: &Limits) -> Option<(ErrorKind, &'stati
         // attachment: a long session id part would multiply memory and broadcast bytes.
         return Some((ErrorKind::InvalidAddress, "address too long"));
     }
-    let name = document_name(address);
+    name_problem(document_name(address), limits)
+        .map(|reason| (ErrorKind::InvalidDocumentName, reason))
+}
+
+/// What is wrong with a document name (the close reason); `None` when it may name a document.
+/// A y-websocket name (from the URL path) may not hold a NUL either: that is where a Hocuspocus
+/// address ends its document part.
+pub fn name_problem(name: &str, limits: &Limits) -> Option<&'static str> {
     if name.is_empty() {
-        return Some((ErrorKind::InvalidDocumentName, "empty document name"));
+        return Some("empty document name");
     }
     if name.chars().any(char::is_control) {
-        return Some((
-            ErrorKind::InvalidDocumentName,
-            "control characters in document name",
-        ));
+        return Some("control characters in document name");
     }
-    if name.len() > limits.max_document_name_bytes {
-        return Some((ErrorKind::InvalidDocumentName, "document name too long"));
+    if name.len() > limits.max_document_name_bytes || name.len() > limits.max_address_bytes {
+        return Some("document name too long");
     }
     None
 }

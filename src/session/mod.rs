@@ -8,9 +8,12 @@ mod documents;
 mod settings;
 pub use settings::Timeouts;
 mod input;
+pub use input::name_problem;
 mod refusals;
 mod slots;
 mod ticker;
+mod ywebsocket;
+pub use ywebsocket::PathDocument;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +132,8 @@ pub struct SessionActor {
     last_authenticated: Instant,
     /// Updates of this socket that document actors refused (see `refusals`).
     refused_updates: u32,
+    /// Hocuspocus or y-websocket (see `ywebsocket`).
+    wire: ywebsocket::Wire,
 }
 
 fn truncate_reason(reason: &str) -> String {
@@ -145,6 +150,7 @@ impl SessionActor {
         slot: ConnectionSlot,
         meter: Arc<SocketMeter>,
         throttle: std::rc::Rc<crate::websocket::Throttle>,
+        path_document: Option<PathDocument>,
     ) -> Self {
         let now = Instant::now();
         let l = &shared.limits;
@@ -166,6 +172,7 @@ impl SessionActor {
             throttle,
             last_authenticated: now,
             refused_updates: 0,
+            wire: ywebsocket::Wire::new(path_document),
             shared,
             docs: slots::Slots::default(),
             queued_messages: 0,
@@ -179,19 +186,21 @@ impl SessionActor {
     }
 
     pub(super) fn send(
-        &self,
+        &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         address: &str,
         message: &Message<'_>,
     ) {
-        let frame = protocol::encode(address, message);
+        let frame = Bytes::from(protocol::encode(address, message));
         self.shared
             .metrics
             .frame(Direction::Out, message.message_type(), frame.len());
-        ctx.binary(frame);
+        if !self.deliver_translated(&frame, ctx) {
+            ctx.binary(frame);
+        }
     }
 
-    fn close_socket(
+    pub(super) fn close_socket(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         code: CloseCode,
@@ -319,7 +328,9 @@ impl Handler<Outbound> for SessionActor {
         self.shared
             .metrics
             .frame(Direction::Out, msg.ty, msg.frame.len());
-        ctx.binary(msg.frame);
+        if !self.deliver_translated(&msg.frame, ctx) {
+            ctx.binary(msg.frame);
+        }
         // The context holds the bytes now; the write task charges them until written.
         drop(msg.charge);
     }

@@ -65,15 +65,16 @@ impl DocumentActor {
         if let Some(changes) = applied.broadcast {
             self.queue_update_broadcast(changes, ctx);
         }
+        // Relayed to the other nodes once durable (by the ack waiter), not now.
+        let relay = applied.store.then(|| update.clone());
         let item = applied.store.then(|| {
-            self.publish(RelayKind::Update, update.clone());
             self.compaction.appended();
             AppendItem {
                 name: Arc::clone(&self.name),
                 update,
             }
         });
-        if self.acks.push(key, reservation.submit(item)) {
+        if self.acks.push(key, reservation.submit(item), relay) {
             ctx.spawn(super::outbound::AckWaiter);
         }
     }
@@ -87,6 +88,14 @@ impl Handler<Join> for DocumentActor {
         self.cancel_unload(ctx);
         let attachment = Attachment::new(join.session, join.read_only, join.meter);
         self.attachments.attach(join.key.clone(), attachment);
+        if join.greet {
+            match self.state.encoded_state_vector() {
+                Ok(sv) => self.send_to(&join.key, &Message::Sync(SyncMessage::Step1(&sv))),
+                Err(error) => {
+                    tracing::error!(document = %self.name, %error, "cannot encode the state vector")
+                }
+            }
+        }
         if let Some(states) = self.state.awareness.encode_live() {
             self.send_to(&join.key, &Message::Awareness(&states));
         }

@@ -8,6 +8,7 @@ use std::task::Poll;
 use actix::prelude::*;
 
 use super::DocumentActor;
+use crate::cluster::relay::RelayKind;
 use crate::document::{ConnKey, DocumentState};
 use crate::protocol::ErrorKind;
 use crate::protocol::{Message, SyncMessage};
@@ -29,6 +30,9 @@ impl ActorFuture<DocumentActor> for AckWaiter {
         let mut acked = false;
         // What the queue says is the only source of an update's SyncStatus.
         while let Some(ack) = act.acks.poll_next(task) {
+            if let Some(update) = ack.relay {
+                act.publish(RelayKind::Update, update);
+            }
             act.send_to(&ack.key, &Message::SyncStatus(ack.durable));
             acked = true;
         }

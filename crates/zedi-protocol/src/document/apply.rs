@@ -51,7 +51,8 @@ impl DocumentState {
         }
     }
 
-    pub(super) fn encoded_state_vector(&self) -> Result<Vec<u8>, DocError> {
+    /// The document's state vector, v1-encoded (what a SyncStep1 from us carries).
+    pub fn encoded_state_vector(&self) -> Result<Vec<u8>, DocError> {
         match &self.content {
             Content::Live { doc, .. } => catch_unwind(AssertUnwindSafe(|| {
                 doc.transact().state_vector().encode_v1()

@@ -173,6 +173,8 @@ pub enum FrameError {
     TrailingBytes(usize),
     #[error("ping/pong must be a single byte without an address")]
     AddressedPing,
+    #[error("more than {0} messages in one frame")]
+    TooManyMessages(usize),
 }
 
 impl FrameError {
@@ -180,9 +182,10 @@ impl FrameError {
     pub fn kind(&self) -> super::ErrorKind {
         use super::ErrorKind;
         match self {
-            FrameError::Empty | FrameError::Malformed(_) | FrameError::TrailingBytes(_) => {
-                ErrorKind::MalformedFrame
-            }
+            FrameError::Empty
+            | FrameError::Malformed(_)
+            | FrameError::TrailingBytes(_)
+            | FrameError::TooManyMessages(_) => ErrorKind::MalformedFrame,
             FrameError::UnknownType(_) | FrameError::AddressedPing => ErrorKind::UnknownMessageType,
             FrameError::UnknownSyncType(_) => ErrorKind::UnknownSyncType,
             FrameError::UnknownAuthType(_) => ErrorKind::UnknownAuthType,

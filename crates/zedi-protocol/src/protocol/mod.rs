@@ -5,6 +5,7 @@ mod close;
 mod error_kind;
 pub mod lib0;
 pub mod message;
+pub mod ywebsocket;
 
 pub use close::CloseCode;
 pub use error_kind::ErrorKind;
