@@ -6,7 +6,8 @@
 #                                       unless some are named, e.g. for one long run:
 #   fuzz/run.sh 3600 update_sequence
 #
-# Targets: frame_decode, message_handler, update_sequence, awareness_apply (fuzz/fuzz_targets/;
+# Targets: frame_decode, message_handler, update_sequence, awareness_apply, ywebsocket_frame
+# (fuzz/fuzz_targets/;
 # fuzz/README.md says what each generates and checks). The seed corpus of frame_decode,
 # message_handler and awareness_apply is written from the captured frames in tests/fixtures/ by
 # fuzz/seed_corpus.py; a target with a directory under fuzz/seeds/ (committed seeds, e.g. the
@@ -21,7 +22,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(frame_decode message_handler update_sequence awareness_apply)
+    targets=(frame_decode message_handler update_sequence awareness_apply ywebsocket_frame)
 fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

@@ -19,3 +19,4 @@ mod operations;
 mod placement;
 mod postgres;
 mod protocol_fixtures;
+mod ywebsocket;

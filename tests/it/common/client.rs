@@ -22,9 +22,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects on a path that could name a y-websocket document: a Hocuspocus provider may be
+    /// given any URL, and its first frame tells the server which protocol it speaks.
     pub fn connect(port: u16) -> Client {
-        let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/any/path?x=1"))
-            .expect("ws connect");
+        Self::connect_path(port, "/any/path?x=1")
+    }
+
+    pub fn connect_path(port: u16, path: &str) -> Client {
+        let (ws, _) =
+            tungstenite::connect(format!("ws://127.0.0.1:{port}{path}")).expect("ws connect");
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
