@@ -10,6 +10,9 @@
 //!   "permission denied" (once per socket, as the client only logs it);
 //! - no token refresh: when the token runs out the socket is closed with 4401, and the client
 //!   reconnects with whatever token its `params` hold by then;
+//! - no way to retry a refused token on the same socket: a socket refused after the upgrade (it
+//!   came without a token while auth is on) is told "permission denied" and then idles until
+//!   the auth timeout closes it (4408);
 //! - no per-document CLOSE: closing the document closes the socket (1000 with the reason).
 
 use std::sync::Arc;
@@ -185,10 +188,12 @@ impl SessionActor {
                     ));
                 }
             }
+            // The socket stays open, with no document, until the auth timeout closes it:
+            // y-websocket reconnects at once (its backoff starts again after every socket that
+            // opened), so closing now would bring the same refused client back ten times a
+            // second. A refusal at the upgrade (a bad token) backs off by itself.
             Outgoing::Denied(reason) => {
-                let reason = reason.to_string();
-                ctx.binary(ywebsocket::permission_denied(&reason));
-                self.close_socket(ctx, CloseCode::Unauthorized, &reason);
+                ctx.binary(ywebsocket::permission_denied(reason));
             }
             Outgoing::TokenRequested => {
                 self.close_socket(ctx, CloseCode::Unauthorized, "token expired");

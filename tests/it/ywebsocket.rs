@@ -273,6 +273,8 @@ fn tokens_are_decided_at_the_upgrade() {
             ("JWT_SECRET", SECRET),
             ("ZEDI__AUTH__DOCUMENTS_CLAIM", "docs"),
             ("ZEDI__AUTH__READONLY_CLAIM", "ro"),
+            ("ZEDI__TIMEOUTS__AUTH_MS", "1000"),
+            ("ZEDI__TIMEOUTS__PING_INTERVAL_MS", "250"),
         ],
     );
     let exp = 4_000_000_000u64;
@@ -315,11 +317,13 @@ fn tokens_are_decided_at_the_upgrade() {
         }
     }
 
-    // No token while auth is on: upgraded (it might have been a Hocuspocus provider), then told.
+    // No token while auth is on: upgraded (it might have been a Hocuspocus provider), then
+    // told, and left open (no document) until the auth timeout closes it: closing at once
+    // would make y-websocket reconnect in a tight loop.
     let mut anonymous = YClient::connect(daemon.port, "/team/a").expect("upgrade");
     anonymous.send(&[YMessage::Sync(SyncMessage::Step1(&[0]))]);
     let (frames, close) = anonymous.collect(Duration::from_secs(5));
-    assert_eq!(close.map(|(code, _)| code), Some(4401));
+    assert_eq!(close.map(|(code, _)| code), Some(4408), "closed by the auth timeout");
     let got: Vec<YMessage<'_>> = frames
         .iter()
         .flat_map(|f| ywebsocket::decode_frame(f, 64).expect("decodes"))
