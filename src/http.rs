@@ -29,6 +29,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
     /// `server.ywebsocket_path`: paths under it name a y-websocket document.
     pub ywebsocket_path: String,
+    /// The document API (`None`: no keys configured, its paths are 404s).
+    pub api: Option<Arc<crate::api::ApiState>>,
 }
 
 #[derive(Serialize)]
@@ -51,7 +53,8 @@ struct Health<'a> {
     cluster: Option<ClusterHealth>,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub fn routes(cfg: &mut web::ServiceConfig, api: Option<Arc<crate::api::ApiState>>) {
+    crate::api::routes(cfg, api);
     cfg.route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics))
         .default_service(web::to(not_found));

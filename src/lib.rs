@@ -12,6 +12,7 @@
 //! - [`http`]: `/health`, `/metrics`; [`websocket`]: the upgrade and the socket under a session;
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
+pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod budget;

@@ -161,6 +161,11 @@ metrics_table! {
     // Connections.
     connections_open: IntGauge = gauge("Open WebSocket connections.");
     connections_total: IntCounter = counter("WebSocket connections accepted.");
+    /// labels: op (read, update, delete, list), status (HTTP status code)
+    api_requests_total: IntCounterVec = counter_vec(
+        "Document API requests by operation and HTTP status.",
+        &["op", "status"],
+    );
     ywebsocket_sessions_total: IntCounter = counter("Connections that spoke the y-websocket protocol.");
     /// labels: reason (node_full, address_full)
     connections_refused_total: IntCounterVec = counter_vec(

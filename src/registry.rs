@@ -108,6 +108,25 @@ impl Handler<Open> for Registry {
     }
 }
 
+/// The actor of a document if it is loaded on this node; never starts one (the document API's
+/// deletion must not load what it is about to remove).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<DocumentActor>>")]
+pub struct Loaded {
+    pub name: Arc<str>,
+}
+
+impl Handler<Loaded> for Registry {
+    type Result = Option<Addr<DocumentActor>>;
+
+    fn handle(&mut self, msg: Loaded, _: &mut Self::Context) -> Self::Result {
+        self.documents
+            .get(&msg.name)
+            .map(|(_, addr)| addr.clone())
+            .filter(Addr::connected)
+    }
+}
+
 impl Handler<Unregister> for Registry {
     type Result = ();
 

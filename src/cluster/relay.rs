@@ -57,6 +57,8 @@ pub enum RelayKind {
     Awareness,
     /// A stateless payload (UTF-8).
     Stateless,
+    /// The document was deleted through another node's API (no payload).
+    Deleted,
 }
 
 impl RelayKind {
@@ -65,6 +67,7 @@ impl RelayKind {
             RelayKind::Update => "u",
             RelayKind::Awareness => "a",
             RelayKind::Stateless => "s",
+            RelayKind::Deleted => "d",
         }
     }
 
@@ -73,6 +76,7 @@ impl RelayKind {
             b"u" => Some(RelayKind::Update),
             b"a" => Some(RelayKind::Awareness),
             b"s" => Some(RelayKind::Stateless),
+            b"d" => Some(RelayKind::Deleted),
             _ => None,
         }
     }

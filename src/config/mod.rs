@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::api::ApiSettings;
 use crate::auth::AuthSettings;
 use crate::cloudwatch::CloudWatchSettings;
 use crate::cluster::ClusterSettings;
@@ -96,6 +97,7 @@ pub struct Settings {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub log: LogSettings,
+    pub api: ApiSettings,
 }
 
 impl Settings {
@@ -148,6 +150,7 @@ impl Settings {
         self.limits.validate()?;
         self.timeouts.validate()?;
         self.log.validate()?;
+        self.api.validate()?;
         require(
             self.cluster.redis_url.is_none() || self.store.kind() == StoreKind::Postgres,
             "cluster.redis_url",

@@ -136,6 +136,10 @@ impl Attachments {
         self.by_key.get_mut(key)
     }
 
+    pub(super) fn keys(&self) -> impl Iterator<Item = &ConnKey> {
+        self.by_key.keys()
+    }
+
     pub(super) fn contains(&self, key: &ConnKey) -> bool {
         self.by_key.contains_key(key)
     }

@@ -23,7 +23,7 @@ mod session_handle;
 mod settings;
 mod unload;
 
-pub use actor::DocumentActor;
+pub use actor::{ApiUpdate, DELETED_REASON, DeleteDocument, DocumentActor, UpdateRefusal};
 pub use messages::{DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess};
 pub use session_handle::{CloseSocket, Outbound, SessionHandle, SessionLink, UpdateRefused};
 pub use settings::DocumentSettings;

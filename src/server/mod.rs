@@ -89,6 +89,18 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         cluster.clone(),
     )
     .start();
+    let api = (!settings.api.keys.is_empty()).then(|| {
+        Arc::new(crate::api::ApiState {
+            keys: settings.api.keys.clone(),
+            max_list_limit: settings.api.max_list_limit,
+            registry: registry.clone(),
+            persistence: persistence.clone(),
+            cluster: cluster.clone(),
+            metrics: Arc::clone(&metrics),
+            document_limits: document_config(&settings, &budget).limits,
+            limits: settings.limits.clone(),
+        })
+    });
     let authorizer = Authorizer::from_settings(&settings.auth).map_err(ServerError::Auth)?;
     let drain = DrainState::new();
     let sessions = Arc::new(SessionContext {
@@ -121,6 +133,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         trusted_proxies: settings.server.trusted_proxies.clone(),
         cluster: cluster.as_ref().map(|c| Arc::clone(&c.status)),
         ywebsocket_path: settings.server.ywebsocket_path.clone(),
+        api,
     });
     let (server, addr, workers) = listen(&settings, state)?;
     log_auth_mode(&settings, &authorizer);
@@ -247,7 +260,7 @@ fn listen(
         .bind("zedi-sync", &addr, move || {
             let app = App::new()
                 .app_data(web::Data::from(Arc::clone(&state)))
-                .configure(http::routes);
+                .configure(|cfg| http::routes(cfg, state.api.clone()));
             let for_upgrades = Arc::clone(&state);
             HttpService::build()
                 // actix-web's HttpServer defaults, which this replaces.

@@ -87,6 +87,60 @@ pub async fn run(store: &dyn Store) {
         other => panic!("stale token must be refused, got {other:?}"),
     }
     assert_eq!(render(&store.load("a").await.unwrap()).len(), 3);
+
+    // Listing: by prefix, in name order, paged with `after`; sizes count snapshot and log.
+    store
+        .append(&[
+            item("notes/2", text_update(6, "q")),
+            item("notes/1", text_update(5, "p")),
+            item("other", text_update(7, "r")),
+        ])
+        .await
+        .unwrap();
+    let names = |list: Vec<super::DocumentInfo>| -> Vec<String> {
+        list.into_iter().map(|d| d.name).collect()
+    };
+    let notes = store.list("notes/", "", 10).await.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for info in &notes {
+        assert!(info.bytes > 0, "{info:?}");
+        assert!((now_ms - info.updated_at_ms).abs() < 600_000, "{info:?}");
+    }
+    assert_eq!(names(notes), ["notes/1", "notes/2"]);
+    assert_eq!(
+        names(store.list("notes/", "notes/1", 10).await.unwrap()),
+        ["notes/2"]
+    );
+    assert_eq!(names(store.list("", "", 2).await.unwrap()), ["a", "b"]);
+    let a_info = store.list("a", "", 1).await.unwrap();
+    assert_eq!(
+        a_info[0].bytes,
+        store
+            .load("a")
+            .await
+            .unwrap()
+            .entries()
+            .map(|e| e.len() as u64)
+            .sum::<u64>()
+    );
+
+    // Deleting removes the content and the listing; a fence after it is still newer.
+    let before_delete = store.next_fence("notes/1").await.unwrap();
+    assert!(store.delete("notes/1").await.unwrap());
+    let gone = store.load("notes/1").await.unwrap();
+    assert!(gone.snapshot.is_none() && gone.updates.is_empty());
+    assert!(
+        !store.delete("notes/1").await.unwrap(),
+        "nothing left to delete"
+    );
+    assert_eq!(
+        names(store.list("notes/", "", 10).await.unwrap()),
+        ["notes/2"]
+    );
+    assert!(store.next_fence("notes/1").await.unwrap() > before_delete);
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
+    AppendItem, CompactOutcome, DocumentInfo, Store, StoreError, StoredDocument, check_fence,
+    fold_updates,
 };
 
 #[derive(Debug, Default)]
@@ -17,6 +18,13 @@ struct Entry {
     fence: u64,
     issued_fence: u64,
     log: Vec<Vec<u8>>,
+    updated_at_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[derive(Debug, Default)]
@@ -60,11 +68,11 @@ impl Store for MemoryStore {
             return Err(StoreError::Backend("injected failure".into()));
         }
         let mut docs = self.docs.lock();
+        let now = now_ms();
         for item in batch {
-            docs.entry(item.name.to_string())
-                .or_default()
-                .log
-                .push(item.update.to_vec());
+            let entry = docs.entry(item.name.to_string()).or_default();
+            entry.log.push(item.update.to_vec());
+            entry.updated_at_ms = now;
         }
         Ok(())
     }
@@ -92,7 +100,46 @@ impl Store for MemoryStore {
         entry.snapshot = Some(folded);
         entry.log.clear();
         entry.fence = fence;
+        entry.updated_at_ms = now_ms();
         Ok(outcome)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<DocumentInfo>, StoreError> {
+        let docs = self.docs.lock();
+        let mut found: Vec<DocumentInfo> = docs
+            .iter()
+            .filter(|(name, e)| {
+                name.starts_with(prefix)
+                    && name.as_str() > after
+                    && (e.snapshot.is_some() || !e.log.is_empty())
+            })
+            .map(|(name, e)| DocumentInfo {
+                name: name.clone(),
+                bytes: (e.snapshot.as_ref().map_or(0, Vec::len)
+                    + e.log.iter().map(Vec::len).sum::<usize>()) as u64,
+                updated_at_ms: e.updated_at_ms,
+            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let mut docs = self.docs.lock();
+        let Some(entry) = docs.get_mut(name) else {
+            return Ok(false);
+        };
+        let existed = entry.snapshot.is_some() || !entry.log.is_empty();
+        entry.snapshot = None;
+        entry.log.clear();
+        entry.fence = 0;
+        Ok(existed)
     }
 
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError> {

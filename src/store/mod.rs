@@ -82,6 +82,16 @@ impl StoredDocument {
     }
 }
 
+/// One stored document, as the document API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentInfo {
+    pub name: String,
+    /// Bytes stored: the snapshot plus every log entry after it.
+    pub bytes: u64,
+    /// Last write (append or compaction), in ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
 /// Outcome of a compaction, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactOutcome {
@@ -109,6 +119,19 @@ pub trait Store: Send + Sync + 'static {
     /// A fencing token newer than any handed out for `name` before. A single node takes its own
     /// from the store; cluster nodes will take theirs from the Redis lease instead.
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Stored documents whose name starts with `prefix` and sorts after `after` (byte order),
+    /// at most `limit` of them, in name order.
+    async fn list(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<DocumentInfo>, StoreError>;
+
+    /// Removes the document's snapshot and log (its fencing tokens stay, so they keep rising).
+    /// `false` when nothing was stored under that name.
+    async fn delete(&self, name: &str) -> Result<bool, StoreError>;
 }
 
 /// The behaviour every `Store` must have, as a reusable check (the PostgreSQL integration tests

@@ -23,8 +23,8 @@ use tokio_postgres::IsolationLevel;
 
 use super::pg_tls::{SslMode, client_config};
 use super::{
-    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
-    state_vector_of,
+    AppendItem, CompactOutcome, DocumentInfo, Store, StoreError, StoredDocument, check_fence,
+    fold_updates, state_vector_of,
 };
 
 /// Key of the advisory lock that serialises schema migrations across nodes.
@@ -352,6 +352,75 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<DocumentInfo>, StoreError> {
+        let client = self.client().await?;
+        // COLLATE "C": byte order, whatever the database's collation, so `after` pages cleanly.
+        let rows = client
+            .query(
+                r#"SELECT name, SUM(bytes)::BIGINT, (EXTRACT(EPOCH FROM MAX(at)) * 1000)::BIGINT FROM (
+                     SELECT name, octet_length(state) AS bytes, updated_at AS at FROM zedi_snapshots
+                      WHERE starts_with(name, $1) AND name COLLATE "C" > $2
+                     UNION ALL
+                     SELECT name, octet_length(data), created_at FROM zedi_updates
+                      WHERE starts_with(name, $1) AND name COLLATE "C" > $2
+                   ) d GROUP BY name ORDER BY name COLLATE "C" LIMIT $3"#,
+                &[&prefix, &after, &(limit as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| DocumentInfo {
+                name: r.get(0),
+                bytes: r.get::<_, i64>(1) as u64,
+                updated_at_ms: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // The compaction lock: a fold running now finishes first, or starts after and finds
+        // nothing.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&name],
+        )
+        .await
+        .map_err(backend)?;
+        let snapshots = tx
+            .execute("DELETE FROM zedi_snapshots WHERE name = $1", &[&name])
+            .await
+            .map_err(backend)?;
+        let updates = tx
+            .execute("DELETE FROM zedi_updates WHERE name = $1", &[&name])
+            .await
+            .map_err(backend)?;
+        // Else the next load would import the legacy row again.
+        let mut legacy = 0;
+        if let Some(table) = &self.legacy_table {
+            let exists: bool = tx
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[table])
+                .await
+                .map_err(backend)?
+                .get(0);
+            if exists {
+                legacy = tx
+                    .execute(&format!("DELETE FROM {table} WHERE name = $1"), &[&name])
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(snapshots + updates + legacy > 0)
     }
 
     async fn log_len(&self, name: &str) -> Result<u64, StoreError> {

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendItem, CompactOutcome, Store, StoreError, StoredDocument, check_fence, fold_updates,
-    state_vector_of,
+    AppendItem, CompactOutcome, DocumentInfo, Store, StoreError, StoredDocument, check_fence,
+    fold_updates, state_vector_of,
 };
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last one applied.
@@ -159,6 +159,58 @@ impl Store for SqliteStore {
                 }
             }
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<DocumentInfo>, StoreError> {
+        let (prefix, after) = (prefix.to_string(), after.to_string());
+        self.with_conn(move |conn| {
+            // SQLite compares TEXT bytewise (BINARY collation): names sort in byte order.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, SUM(bytes), MAX(at) FROM (
+                         SELECT name, length(state) AS bytes, updated_at AS at FROM snapshots
+                          WHERE name > ?2 AND substr(name, 1, length(?1)) = ?1
+                         UNION ALL
+                         SELECT name, length(data), created_at FROM updates
+                          WHERE name > ?2 AND substr(name, 1, length(?1)) = ?1
+                     ) GROUP BY name ORDER BY name LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![prefix, after, limit as i64], |r| {
+                    Ok(DocumentInfo {
+                        name: r.get(0)?,
+                        bytes: r.get::<_, i64>(1)? as u64,
+                        updated_at_ms: r.get(2)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let snapshots = tx
+                .execute("DELETE FROM snapshots WHERE name = ?1", params![name])
+                .map_err(backend)?;
+            let updates = tx
+                .execute("DELETE FROM updates WHERE name = ?1", params![name])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(snapshots + updates > 0)
         })
         .await
     }

@@ -9,6 +9,7 @@ mod awareness_bounds;
 mod bench_smoke;
 mod cluster;
 mod daemon;
+mod document_api;
 mod documents_at_rest;
 mod hostile_input;
 mod jwt_expiry;

@@ -323,7 +323,11 @@ fn tokens_are_decided_at_the_upgrade() {
     let mut anonymous = YClient::connect(daemon.port, "/team/a").expect("upgrade");
     anonymous.send(&[YMessage::Sync(SyncMessage::Step1(&[0]))]);
     let (frames, close) = anonymous.collect(Duration::from_secs(5));
-    assert_eq!(close.map(|(code, _)| code), Some(4408), "closed by the auth timeout");
+    assert_eq!(
+        close.map(|(code, _)| code),
+        Some(4408),
+        "closed by the auth timeout"
+    );
     let got: Vec<YMessage<'_>> = frames
         .iter()
         .flat_map(|f| ywebsocket::decode_frame(f, 64).expect("decodes"))

@@ -16,6 +16,19 @@ use crate::protocol::ErrorKind;
 use crate::protocol::{Message, SyncMessage};
 use crate::store::AppendItem;
 
+/// Why an update from a client (or the document API) was not accepted.
+#[derive(Debug)]
+pub enum UpdateRefusal {
+    /// The write queue is full: nothing was applied.
+    StoreFull,
+    /// The document would grow past `limits.max_document_bytes`.
+    TooLarge,
+    /// The firewall (or yrs) refused it.
+    Invalid(DocError),
+    /// yrs failed on a checked update: the document reloads (see `internal_fault`).
+    Fault,
+}
+
 impl DocumentActor {
     fn handle_update(&mut self, key: ConnKey, update: Bytes, ctx: &mut Context<Self>) {
         let Some(attachment) = self.attachments.get(&key) else {
@@ -30,33 +43,53 @@ impl DocumentActor {
             self.send_to(&key, &Message::SyncStatus(known));
             return;
         }
+        match self.accept_update(key.clone(), update, ctx) {
+            Ok(()) => {}
+            Err(UpdateRefusal::StoreFull) => {
+                // Refuse, and close the socket: the provider keeps the edit, reconnects with
+                // backoff and sends it again in its SyncStep2 once the store has caught up.
+                tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
+                self.send_to(&key, &Message::SyncStatus(false));
+                self.close_socket(&key, "store overloaded; reconnect later");
+            }
+            Err(UpdateRefusal::TooLarge) => {
+                tracing::warn!(document = %self.name, session = key.session, limit = self.memory.max_bytes(), "update refused: document too large");
+                self.send_to(&key, &Message::SyncStatus(false));
+                self.send_to(&key, &Message::Close(Some("document too large")));
+                self.detach(&key);
+            }
+            Err(UpdateRefusal::Fault) => self.internal_fault(Some(&key), ctx),
+            Err(UpdateRefusal::Invalid(e)) => self.refuse_update(&key, &e),
+        }
+    }
+
+    /// Applies an update from a client (a session's or the document API's): reserves room in
+    /// the write queue, checks the size limit, applies it through the firewall, broadcasts what
+    /// changed, and queues its acknowledgement for `key` (and its relay) until it is durable.
+    pub(super) fn accept_update(
+        &mut self,
+        key: ConnKey,
+        update: Bytes,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), UpdateRefusal> {
         // Reserve room in the write queue *before* applying, so a full queue refuses the
         // update instead of applying something that might not become durable.
         let Ok(reservation) = self.persistence.try_reserve() else {
-            // Refuse, and close the socket: the provider keeps the edit, reconnects with
-            // backoff and sends it again in its SyncStep2 once the store has caught up.
             self.metrics.writes_refused_total.inc();
-            tracing::warn!(document = %self.name, session = key.session, "store queue full: update refused");
-            self.send_to(&key, &Message::SyncStatus(false));
-            self.close_socket(&key, "store overloaded; reconnect later");
-            return;
+            return Err(UpdateRefusal::StoreFull);
         };
         let state = &mut self.state;
         if !self.memory.has_room_for(update.len(), || {
             state.full_state().map_or(usize::MAX / 2, |s| s.len())
         }) {
             self.metrics.protocol_error(ErrorKind::DocumentTooLarge);
-            tracing::warn!(document = %self.name, session = key.session, limit = self.memory.max_bytes(), "update refused: document too large");
-            self.send_to(&key, &Message::SyncStatus(false));
-            self.send_to(&key, &Message::Close(Some("document too large")));
-            self.detach(&key);
-            return;
+            return Err(UpdateRefusal::TooLarge);
         }
         let started = Instant::now();
         let applied = match self.on_live_state(ctx, |state| state.apply_update(&update)) {
             Ok(applied) => applied,
-            Err(DocError::Poisoned) => return self.internal_fault(Some(&key), ctx),
-            Err(e) => return self.refuse_update(&key, &e),
+            Err(DocError::Poisoned) => return Err(UpdateRefusal::Fault),
+            Err(e) => return Err(UpdateRefusal::Invalid(e)),
         };
         self.metrics
             .update_apply_seconds
@@ -77,6 +110,7 @@ impl DocumentActor {
         if self.acks.push(key, reservation.submit(item), relay) {
             ctx.spawn(super::outbound::AckWaiter);
         }
+        Ok(())
     }
 }
 

@@ -7,12 +7,16 @@
 //! unloading ([`lifecycle`]), awareness ([`awareness`]), the cluster side ([`replication`]) and
 //! documents at rest ([`resting`]).
 
+mod api;
 mod awareness;
 mod handlers;
 mod lifecycle;
 mod outbound;
 mod replication;
 mod resting;
+
+pub use api::{ApiUpdate, DELETED_REASON, DeleteDocument};
+pub use handlers::UpdateRefusal;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,6 +57,8 @@ pub struct DocumentActor {
     metrics: Arc<Metrics>,
     config: DocumentConfig,
     cluster: Option<Cluster>,
+    /// Updates from the document API waiting to be durable, by their key's session number.
+    api_acks: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<bool>>,
 }
 
 fn now_ms() -> u64 {
@@ -94,6 +100,7 @@ impl DocumentActor {
             metrics,
             config,
             cluster,
+            api_acks: std::collections::HashMap::new(),
         }
     }
 

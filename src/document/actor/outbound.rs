@@ -33,7 +33,12 @@ impl ActorFuture<DocumentActor> for AckWaiter {
             if let Some(update) = ack.relay {
                 act.publish(RelayKind::Update, update);
             }
-            act.send_to(&ack.key, &Message::SyncStatus(ack.durable));
+            match act.api_acks.remove(&ack.key.session) {
+                Some(api) => {
+                    let _ = api.send(ack.durable);
+                }
+                None => act.send_to(&ack.key, &Message::SyncStatus(ack.durable)),
+            }
             acked = true;
         }
         if acked {
@@ -75,7 +80,7 @@ impl DocumentActor {
         self.unsent.push(changes);
     }
 
-    fn flush_updates(&mut self) {
+    pub(super) fn flush_updates(&mut self) {
         match self.unsent.len() {
             0 => return,
             1 => {

@@ -81,6 +81,9 @@ impl Handler<RemoteEntry> for DocumentActor {
                 Ok(payload) => self.broadcast(&Message::Stateless(payload), None),
                 Err(_) => self.metrics.protocol_error(ErrorKind::BadRelayEntry),
             },
+            RelayKind::Deleted => {
+                ctx.notify(super::DeleteDocument { relay: false });
+            }
         }
     }
 }

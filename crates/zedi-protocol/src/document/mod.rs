@@ -2,6 +2,7 @@
 //! (the y-sweet shape): the actor decides *when*, this decides *what*.
 
 mod apply;
+pub mod export;
 mod rest;
 #[cfg(test)]
 mod tests;

@@ -184,7 +184,8 @@ pub fn query_param(query: &str, key: &str) -> Option<Result<String, PathError>> 
     })
 }
 
-fn percent_decode(text: &str) -> Result<String, PathError> {
+/// Percent-decodes one URL component (a path segment or a query value) into UTF-8 text.
+pub fn percent_decode(text: &str) -> Result<String, PathError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
