@@ -24,6 +24,7 @@ use crate::server::ServerSettings;
 use crate::session::Timeouts;
 use crate::store::{StoreKind, StoreSettings};
 use crate::values::{InvalidSetting, require};
+use crate::webhooks::WebhookSettings;
 
 /// The defaults, compiled in so the binary works from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -96,6 +97,7 @@ pub struct Settings {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub log: LogSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl Settings {
@@ -148,6 +150,7 @@ impl Settings {
         self.limits.validate()?;
         self.timeouts.validate()?;
         self.log.validate()?;
+        self.webhooks.validate()?;
         require(
             self.cluster.redis_url.is_none() || self.store.kind() == StoreKind::Postgres,
             "cluster.redis_url",
