@@ -10,6 +10,7 @@
 //! - [`auth`]: who may open which document;
 //! - [`cluster`]: Redis leases, cross-node relay, heartbeats (when `REDIS_URL` is set);
 //! - [`http`]: `/health`, `/metrics`; [`websocket`]: the upgrade and the socket under a session;
+//! - [`webhooks`]: document events POSTed to a receiver, as Hocuspocus's webhook extension does;
 //! - [`config`], [`metrics`], [`server`]: settings, Prometheus, start-up and shutdown.
 
 pub mod api;
@@ -32,6 +33,7 @@ pub mod session;
 pub mod store;
 pub mod tls;
 pub mod values;
+pub mod webhooks;
 pub mod websocket;
 
 // The sans-IO core, under the paths the daemon's modules and the tests have always used.

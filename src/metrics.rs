@@ -262,6 +262,31 @@ metrics_table! {
         &["result"],
     );
 
+    // Webhooks.
+    /// labels: event (connect, create, change, disconnect)
+    webhooks_sent_total: IntCounterVec = counter_vec(
+        "Webhooks delivered (the receiver answered 2xx), by event.",
+        &["event"],
+    );
+    /// labels: event
+    webhook_attempts_failed_total: IntCounterVec = counter_vec(
+        "Webhook attempts that failed (non-2xx answer, timeout or connection error), by event.",
+        &["event"],
+    );
+    /// labels: event
+    webhook_retries_total: IntCounterVec = counter_vec(
+        "Webhook attempts retried after a failure, by event.",
+        &["event"],
+    );
+    /// labels: event
+    webhooks_given_up_total: IntCounterVec = counter_vec(
+        "Webhooks given up after webhooks.max_attempts failed attempts, by event.",
+        &["event"],
+    );
+    webhooks_dropped_total: IntCounter = counter(
+        "Webhooks not queued because webhooks.max_queued deliveries were pending.",
+    );
+
     // The memory budget.
     /// labels: holder (see `budget::Holder`)
     memory_budget_used_bytes: IntGaugeVec = gauge_vec(
@@ -331,6 +356,17 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             self.cloudwatch_publish_total.with_label_values(&[result]);
+        }
+        // Webhooks.
+        for event in crate::webhooks::WebhookEvent::ALL {
+            for counter in [
+                &self.webhooks_sent_total,
+                &self.webhook_attempts_failed_total,
+                &self.webhook_retries_total,
+                &self.webhooks_given_up_total,
+            ] {
+                counter.with_label_values(&[event.as_str()]);
+            }
         }
     }
 

@@ -25,6 +25,7 @@ use crate::server::ServerSettings;
 use crate::session::Timeouts;
 use crate::store::{StoreKind, StoreSettings};
 use crate::values::{InvalidSetting, require};
+use crate::webhooks::WebhookSettings;
 
 /// The defaults, compiled in so the binary works from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -98,6 +99,7 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub log: LogSettings,
     pub api: ApiSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl Settings {
@@ -151,6 +153,7 @@ impl Settings {
         self.timeouts.validate()?;
         self.log.validate()?;
         self.api.validate()?;
+        self.webhooks.validate()?;
         require(
             self.cluster.redis_url.is_none() || self.store.kind() == StoreKind::Postgres,
             "cluster.redis_url",

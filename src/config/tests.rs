@@ -252,3 +252,56 @@ fn check_config_output_loads_back_as_a_config_file() {
     assert_eq!(again.auth.audiences, vec!["app1", "app2"]);
     assert_eq!(again.server.origins(), vec!["https://a.example"]);
 }
+
+#[test]
+fn the_webhooks_section_takes_env_overrides() {
+    use crate::webhooks::WebhookEvent;
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("ZEDI__WEBHOOKS__URL", "https://u:pw3@hooks.example/zedi"),
+            ("ZEDI__WEBHOOKS__SECRET", "hook-secret"),
+            ("ZEDI__WEBHOOKS__EVENTS", "connect, change,disconnect"),
+            ("ZEDI__WEBHOOKS__DEBOUNCE_MS", "0"),
+            ("ZEDI__WEBHOOKS__TIMEOUT_MS", "750"),
+            ("ZEDI__WEBHOOKS__MAX_ATTEMPTS", "3"),
+            ("ZEDI__WEBHOOKS__MAX_QUEUED", "5"),
+        ]),
+    )
+    .unwrap();
+    let w = &s.webhooks;
+    assert_eq!(
+        w.url.as_ref().map(|u| u.expose()),
+        Some("https://u:pw3@hooks.example/zedi")
+    );
+    assert_eq!(w.secret.as_ref().map(|s| s.expose()), Some("hook-secret"));
+    assert_eq!(
+        w.events,
+        [
+            WebhookEvent::Connect,
+            WebhookEvent::Change,
+            WebhookEvent::Disconnect
+        ]
+    );
+    assert_eq!(w.debounce, std::time::Duration::ZERO);
+    assert_eq!(w.max_debounce, std::time::Duration::from_secs(10));
+    assert_eq!(w.timeout, std::time::Duration::from_millis(750));
+    assert_eq!((w.max_attempts, w.max_queued), (3, 5));
+    let shown = s.redacted_toml();
+    assert!(
+        !shown.contains("hook-secret") && !shown.contains("pw3"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("https://u:<redacted>@hooks.example/zedi"),
+        "{shown}"
+    );
+
+    let err = Settings::load_from(None, env(&[("ZEDI__WEBHOOKS__EVENTS", "change,onConnect")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("onConnect"), "{err}");
+    let err = Settings::load_from(None, env(&[("ZEDI__WEBHOOKS__URL", "ftp://h/x")])).unwrap_err();
+    assert!(err.to_string().contains("webhooks.url"), "{err}");
+    let err = Settings::load_from(None, env(&[("ZEDI__WEBHOOKS__MAX_ATTEMPTS", "0")])).unwrap_err();
+    assert!(err.to_string().contains("webhooks.max_attempts"), "{err}");
+}
