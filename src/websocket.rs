@@ -236,6 +236,7 @@ pub async fn upgrade(
         Arc::clone(&meter),
         Rc::clone(&throttle),
         path.document,
+        request_info(req.head(), &state),
     );
     let codec = ws::Codec::new().max_size(state.max_frame_bytes);
     // A task of its own: the HTTP dispatcher (and its buffers) ends when this returns.
@@ -261,6 +262,20 @@ pub async fn upgrade(
         stall: None,
     });
     Ok(())
+}
+
+/// The request's headers and parameters for the connection's webhooks; `None` (nothing kept)
+/// when no webhook is configured.
+fn request_info(head: &RequestHead, state: &AppState) -> Option<Arc<crate::webhooks::RequestInfo>> {
+    state.sessions.webhooks.as_ref()?;
+    let headers = head
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or_default()));
+    Some(Arc::new(crate::webhooks::RequestInfo::new(
+        headers,
+        head.uri.query(),
+    )))
 }
 
 /// What the session's context encodes for the client.

@@ -27,6 +27,9 @@ pub struct Decision {
     pub expires_at: Option<SystemTime>,
     /// What the `auth_results_total` metric and the log say of it.
     pub result: AuthResult,
+    /// The verified token's claims (`None` with auth off, or when refused): the `context` of
+    /// this connection's webhooks.
+    pub claims: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 struct Inner {
@@ -124,6 +127,7 @@ impl Authorizer {
                 access: Access::ReadWrite,
                 expires_at: None,
                 result: AuthResult::ReadWrite,
+                claims: None,
             };
         };
         match verifier.verify(token).await {
@@ -133,6 +137,7 @@ impl Authorizer {
                 },
                 expires_at: None,
                 result: AuthResult::Failed(failure),
+                claims: None,
             },
             Ok(verified) => {
                 let access = self.inner.policy.decide(&verified.claims, document);
@@ -145,6 +150,7 @@ impl Authorizer {
                     access,
                     expires_at: verified.expires_at,
                     result,
+                    claims: Some(std::sync::Arc::new(verified.claims)),
                 }
             }
         }

@@ -45,11 +45,14 @@ pub(super) struct Attachment {
     /// per id, not one per frame, and at most [`MAX_REFUSALS_LOGGED`] ids, so a flood cannot
     /// grow it.
     refusals_logged: Vec<u64>,
+    /// What this connection's changes carry into the `change` webhook.
+    hook: Option<Arc<crate::webhooks::HookContext>>,
 }
 
 impl Attachment {
     pub(super) fn new(session: SessionHandle, read_only: bool, meter: Arc<SocketMeter>) -> Self {
         Attachment {
+            hook: None,
             session,
             read_only,
             meter,
@@ -57,6 +60,15 @@ impl Attachment {
             over_limit_logged: false,
             refusals_logged: Vec::new(),
         }
+    }
+
+    pub(super) fn with_hook(mut self, hook: Option<Arc<crate::webhooks::HookContext>>) -> Self {
+        self.hook = hook;
+        self
+    }
+
+    pub(super) fn hook(&self) -> Option<&Arc<crate::webhooks::HookContext>> {
+        self.hook.as_ref()
     }
 
     pub(super) fn session(&self) -> &SessionHandle {

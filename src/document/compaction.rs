@@ -50,6 +50,11 @@ impl CompactionSchedule {
         }
     }
 
+    /// Whether this node holds the document (single node: always, once loaded).
+    pub(super) fn is_owner(&self) -> bool {
+        self.owner
+    }
+
     /// The document was loaded with a log of this many entries.
     pub(super) fn loaded(&mut self, log_len: u64) {
         self.log_len = log_len;

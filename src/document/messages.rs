@@ -33,6 +33,8 @@ pub struct DocumentConfig {
     pub rest_after: Option<Duration>,
     pub compact_after_updates: u64,
     pub compact_min_interval: Duration,
+    /// Where `change` and `create` events go (`None`: webhooks off).
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 /// A session attaches to this document. Answered `Err` when the actor is unloading: the
@@ -49,6 +51,8 @@ pub struct Join {
     pub meter: Arc<SocketMeter>,
     /// Send our SyncStep1 at once, before anything else: a y-websocket server opens with it.
     pub greet: bool,
+    /// What this connection's changes carry into the `change` webhook (`None`: webhooks off).
+    pub hook: Option<Arc<crate::webhooks::HookContext>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@
 mod acks;
 mod actor;
 mod attachments;
+mod change_hook;
 mod compaction;
 mod memory;
 mod messages;

@@ -81,11 +81,12 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         (DocumentPlacement::Threads, n) => (0..n).map(|_| Arbiter::new()).collect(),
     };
     let document_threads = arbiters.len();
+    let webhooks = crate::webhooks::Webhooks::start(&settings.webhooks, Arc::clone(&metrics));
     let registry = Registry::new(
         arbiters.iter().map(Arbiter::handle).collect(),
         persistence.clone(),
         Arc::clone(&metrics),
-        document_config(&settings, &budget),
+        document_config(&settings, &budget, webhooks.clone()),
         cluster.clone(),
     )
     .start();
@@ -97,7 +98,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             persistence: persistence.clone(),
             cluster: cluster.clone(),
             metrics: Arc::clone(&metrics),
-            document_limits: document_config(&settings, &budget).limits,
+            document_limits: document_config(&settings, &budget, None).limits,
             limits: settings.limits.clone(),
         })
     });
@@ -115,6 +116,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         budget: Arc::clone(&budget),
         write_stall: settings.timeouts.write_stall,
         auth_timeout: settings.timeouts.auth,
+        webhooks: webhooks.clone(),
     });
     start_cloudwatch(&settings, &metrics, &budget);
     let state = Arc::new(AppState {
@@ -215,9 +217,14 @@ async fn start_cluster(
 
 /// What every document actor is given: its limits (from `[limits]`), its timings (from
 /// `[documents]`) and its compaction schedule (from `[store]`).
-fn document_config(settings: &Settings, budget: &Arc<MemoryBudget>) -> DocumentConfig {
+fn document_config(
+    settings: &Settings,
+    budget: &Arc<MemoryBudget>,
+    webhooks: Option<crate::webhooks::Webhooks>,
+) -> DocumentConfig {
     let limits = &settings.limits;
     DocumentConfig {
+        webhooks,
         budget: Arc::clone(budget),
         document_memory_factor: limits.document_memory_factor,
         max_outbound_bytes: limits.max_outbound_bytes,

@@ -42,12 +42,16 @@ fn scope(read_only: bool) -> &'static str {
 impl SessionActor {
     pub(super) fn remove_slot(&mut self, address: &str) {
         match self.docs.remove(address) {
-            Some(Slot::Open { doc, key, .. }) => doc.do_send(Leave {
-                key,
-                acknowledge: false,
-            }),
+            Some(Slot::Open { doc, key, .. }) => {
+                doc.do_send(Leave {
+                    key,
+                    acknowledge: false,
+                });
+                self.hook_left(address, true);
+            }
             Some(Slot::AwaitingAuth { queue, .. } | Slot::Joining { queue, .. }) => {
-                self.release(&queue)
+                self.release(&queue);
+                self.hook_left(address, false);
             }
             None => {}
         }
@@ -264,6 +268,7 @@ impl SessionActor {
             }),
         );
         let grant = self.next_grant(read_only, decision.expires_at);
+        self.hook_granted(&address, decision.claims);
         self.docs
             .insert(Arc::clone(&address), Slot::Joining { queue, grant });
         self.join(address, grant, 1, ctx);
@@ -372,6 +377,7 @@ impl SessionActor {
             read_only: grant.read_only,
             meter: Arc::clone(&self.meter),
             greet: self.wire.is_ywebsocket(),
+            hook: self.hook_of(&address),
         };
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {
@@ -423,6 +429,7 @@ impl SessionActor {
                 return;
             }
         };
+        self.hook_connected(&address);
         self.release(&queue);
         for (item, _) in queue {
             match item {
@@ -435,6 +442,7 @@ impl SessionActor {
                         key,
                         acknowledge: true,
                     });
+                    self.hook_left(&address, true);
                     return;
                 }
             }
@@ -456,6 +464,7 @@ impl SessionActor {
                         acknowledge: true,
                     });
                 }
+                self.hook_left(&address, true);
             }
             Some(Slot::Joining { .. }) => self.route(address, Queued::Close, size, ctx),
             Some(Slot::AwaitingAuth { .. }) => self.remove_slot(&address),

@@ -5,6 +5,7 @@
 //! The per-document state machine (auth, join, token refresh, detach) is in [`documents`].
 
 mod documents;
+mod hooks;
 mod settings;
 pub use settings::Timeouts;
 mod input;
@@ -69,6 +70,8 @@ pub struct SessionContext {
     pub write_stall: Duration,
     /// A socket with no open (authenticated) document for this long is closed.
     pub auth_timeout: Duration,
+    /// Where connect/disconnect events go, when webhooks are configured.
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 enum Queued {
@@ -134,6 +137,8 @@ pub struct SessionActor {
     refused_updates: u32,
     /// Hocuspocus or y-websocket (see `ywebsocket`).
     wire: ywebsocket::Wire,
+    /// Webhook bookkeeping (`None` unless webhooks are configured).
+    hooks: Option<Box<hooks::SessionHooks>>,
 }
 
 fn truncate_reason(reason: &str) -> String {
@@ -151,6 +156,7 @@ impl SessionActor {
         meter: Arc<SocketMeter>,
         throttle: std::rc::Rc<crate::websocket::Throttle>,
         path_document: Option<PathDocument>,
+        request: Option<Arc<crate::webhooks::RequestInfo>>,
     ) -> Self {
         let now = Instant::now();
         let l = &shared.limits;
@@ -173,6 +179,11 @@ impl SessionActor {
             last_authenticated: now,
             refused_updates: 0,
             wire: ywebsocket::Wire::new(path_document),
+            hooks: shared
+                .webhooks
+                .clone()
+                .zip(request)
+                .map(|(webhooks, request)| hooks::SessionHooks::new(webhooks, request)),
             shared,
             docs: slots::Slots::default(),
             queued_messages: 0,
@@ -307,13 +318,16 @@ impl Actor for SessionActor {
         self.shared.metrics.connections_open.dec();
         // The meter may outlive the session (document actors hold it until they see Leave).
         self.meter.sub(Holder::Preauth, self.queued_bytes);
-        for (_, slot) in self.docs.drain() {
+        let slots: Vec<(Arc<str>, Slot)> = self.docs.drain().collect();
+        for (address, slot) in slots {
+            let was_open = matches!(slot, Slot::Open { .. });
             if let Slot::Open { doc, key, .. } = slot {
                 doc.do_send(Leave {
                     key,
                     acknowledge: false,
                 });
             }
+            self.hook_left(&address, was_open);
         }
     }
 }

@@ -11,10 +11,12 @@
 //! `delivery`). What goes into a payload, and the debouncing of `change`, are the callers'.
 
 mod delivery;
+mod hook;
 pub mod settings;
 #[cfg(test)]
 mod tests;
 
+pub use hook::{HookContext, RequestInfo, change_payload, connect_payload, disconnect_payload};
 pub use settings::WebhookSettings;
 
 use std::sync::Arc;
@@ -113,6 +115,15 @@ pub fn encode_body(
         event: event.as_str(),
         payload,
     })
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("wanted", &self.wanted)
+            .field("debounce", &self.debounce)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Handle to the delivery of webhooks: cheap to clone, usable from any thread.

@@ -38,6 +38,7 @@ impl Handler<ApiUpdate> for DocumentActor {
 
     fn handle(&mut self, msg: ApiUpdate, ctx: &mut Self::Context) -> Self::Result {
         self.cancel_unload(ctx);
+        self.announce_created(None);
         // Its own key, attached to nothing: what the ack waiter sends it goes to `api_acks`.
         let key = ConnKey {
             session: crate::session::next_session_id(),

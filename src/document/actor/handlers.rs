@@ -100,6 +100,10 @@ impl DocumentActor {
         }
         // Relayed to the other nodes once durable (by the ack waiter), not now.
         let relay = applied.store.then(|| update.clone());
+        if applied.store {
+            let by = self.attachments.get(&key).and_then(|a| a.hook().cloned());
+            self.document_changed(by, ctx);
+        }
         let item = applied.store.then(|| {
             self.compaction.appended();
             AppendItem {
@@ -120,7 +124,9 @@ impl Handler<Join> for DocumentActor {
     fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
         self.unload.admit()?;
         self.cancel_unload(ctx);
-        let attachment = Attachment::new(join.session, join.read_only, join.meter);
+        self.announce_created(join.hook.as_deref());
+        let attachment =
+            Attachment::new(join.session, join.read_only, join.meter).with_hook(join.hook);
         self.attachments.attach(join.key.clone(), attachment);
         if join.greet {
             match self.state.encoded_state_vector() {

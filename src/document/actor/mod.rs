@@ -14,12 +14,13 @@ mod lifecycle;
 mod outbound;
 mod replication;
 mod resting;
+mod webhooks;
 
 pub use api::{ApiUpdate, DELETED_REASON, DeleteDocument};
 pub use handlers::UpdateRefusal;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -57,6 +58,10 @@ pub struct DocumentActor {
     metrics: Arc<Metrics>,
     config: DocumentConfig,
     cluster: Option<Cluster>,
+    /// When the `change` webhook goes out.
+    change_hook: super::change_hook::ChangeDebounce,
+    /// The `create` webhook went out for this load.
+    created_announced: bool,
     /// Updates from the document API waiting to be durable, by their key's session number.
     api_acks: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<bool>>,
 }
@@ -77,6 +82,10 @@ impl DocumentActor {
         config: DocumentConfig,
         cluster: Option<Cluster>,
     ) -> Self {
+        let debounce = config
+            .webhooks
+            .as_ref()
+            .map_or((Duration::ZERO, Duration::ZERO), |w| w.debounce());
         DocumentActor {
             name,
             id,
@@ -101,6 +110,8 @@ impl DocumentActor {
             config,
             cluster,
             api_acks: std::collections::HashMap::new(),
+            change_hook: super::change_hook::ChangeDebounce::new(debounce),
+            created_announced: false,
         }
     }
 
@@ -189,7 +200,9 @@ impl Actor for DocumentActor {
         self.load(ctx);
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        // A change still waiting for its debounce goes out now: nothing here will send it later.
+        self.send_change(ctx);
         if let Some(cluster) = &self.cluster {
             cluster.reader.unsubscribe(Arc::clone(&self.name), self.id);
             cluster.actor.do_send(DropLease {

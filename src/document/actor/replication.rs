@@ -35,6 +35,7 @@ impl DocumentActor {
                     .observe(started.elapsed().as_secs_f64());
                 if let Some(changes) = applied.broadcast {
                     self.queue_update_broadcast(changes, ctx);
+                    self.document_changed(None, ctx);
                 }
             }
             Err(DocError::Poisoned) => self.internal_fault(None, ctx),
