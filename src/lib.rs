@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod document;
 pub mod drain;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod logging;

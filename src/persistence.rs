@@ -276,6 +276,7 @@ mod tests {
         Some(AppendItem {
             name: Arc::from("doc"),
             update: text_update(client, text),
+            author: Arc::from("anonymous"),
         })
     }
 

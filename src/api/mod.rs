@@ -303,6 +303,7 @@ async fn update(
         match doc
             .send(ApiUpdate {
                 update: body.clone(),
+                author: Arc::from(format!("api:{}", outcome.key.as_deref().unwrap_or("-"))),
             })
             .await
         {

@@ -19,6 +19,7 @@ use crate::auth::AuthSettings;
 use crate::cloudwatch::CloudWatchSettings;
 use crate::cluster::ClusterSettings;
 use crate::document::DocumentSettings;
+use crate::history::HistorySettings;
 use crate::limits::Limits;
 use crate::logging::LogSettings;
 use crate::server::ServerSettings;
@@ -100,6 +101,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub api: ApiSettings,
     pub webhooks: WebhookSettings,
+    pub history: HistorySettings,
 }
 
 impl Settings {
@@ -154,6 +156,7 @@ impl Settings {
         self.log.validate()?;
         self.api.validate()?;
         self.webhooks.validate()?;
+        self.history.validate()?;
         require(
             self.cluster.redis_url.is_none() || self.store.kind() == StoreKind::Postgres,
             "cluster.redis_url",

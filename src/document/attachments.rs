@@ -47,12 +47,15 @@ pub(super) struct Attachment {
     refusals_logged: Vec<u64>,
     /// What this connection's changes carry into the `change` webhook.
     hook: Option<Arc<crate::webhooks::HookContext>>,
+    /// Who its updates are recorded as.
+    author: Arc<str>,
 }
 
 impl Attachment {
     pub(super) fn new(session: SessionHandle, read_only: bool, meter: Arc<SocketMeter>) -> Self {
         Attachment {
             hook: None,
+            author: Arc::from("anonymous"),
             session,
             read_only,
             meter,
@@ -65,6 +68,15 @@ impl Attachment {
     pub(super) fn with_hook(mut self, hook: Option<Arc<crate::webhooks::HookContext>>) -> Self {
         self.hook = hook;
         self
+    }
+
+    pub(super) fn by(mut self, author: Arc<str>) -> Self {
+        self.author = author;
+        self
+    }
+
+    pub(super) fn author(&self) -> &Arc<str> {
+        &self.author
     }
 
     pub(super) fn hook(&self) -> Option<&Arc<crate::webhooks::HookContext>> {

@@ -53,6 +53,8 @@ pub struct Join {
     pub greet: bool,
     /// What this connection's changes carry into the `change` webhook (`None`: webhooks off).
     pub hook: Option<Arc<crate::webhooks::HookContext>>,
+    /// Who this connection's updates are recorded as (the token's `sub`, or `anonymous`).
+    pub author: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]

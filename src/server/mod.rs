@@ -64,7 +64,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         .node_id
         .clone()
         .unwrap_or_else(|| format!("zedi-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    let store = stores::open(&settings.store).await?;
+    let store = stores::open(&settings.store, settings.history.policy()).await?;
     let persistence = Persistence::start(
         Arc::clone(&store),
         persistence_config(&settings),

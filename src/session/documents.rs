@@ -268,10 +268,17 @@ impl SessionActor {
             }),
         );
         let grant = self.next_grant(read_only, decision.expires_at);
+        // History records who wrote what: the token's subject.
+        let author: Arc<str> = decision
+            .claims
+            .as_deref()
+            .and_then(|c| c.get("sub"))
+            .and_then(|s| s.as_str())
+            .map_or_else(|| Arc::from("anonymous"), Arc::from);
         self.hook_granted(&address, decision.claims);
         self.docs
             .insert(Arc::clone(&address), Slot::Joining { queue, grant });
-        self.join(address, grant, 1, ctx);
+        self.join(address, grant, author, 1, ctx);
     }
 
     /// A fresh token for a document that is already open (answer to our refresh request, or
@@ -365,7 +372,14 @@ impl SessionActor {
         matches!(self.docs.get(address), Some(Slot::Open { grant, .. }) if grant.generation == generation)
     }
 
-    fn join(&mut self, address: Arc<str>, grant: Grant, attempt: u32, ctx: &mut Ctx) {
+    fn join(
+        &mut self,
+        address: Arc<str>,
+        grant: Grant,
+        author: Arc<str>,
+        attempt: u32,
+        ctx: &mut Ctx,
+    ) {
         let registry = self.shared.registry.clone();
         let key = ConnKey {
             session: self.id,
@@ -378,6 +392,7 @@ impl SessionActor {
             meter: Arc::clone(&self.meter),
             greet: self.wire.is_ywebsocket(),
             hook: self.hook_of(&address),
+            author: Arc::clone(&author),
         };
         let name: Arc<str> = Arc::from(document_name(&address));
         let attempt_join = async move {
@@ -401,7 +416,7 @@ impl SessionActor {
                 .map(move |result, act, ctx| match result {
                     Ok(doc) => act.joined(address, doc, key, ctx),
                     Err(JoinError::Unloading) if attempt < MAX_JOIN_ATTEMPTS => {
-                        act.join(address, grant, attempt + 1, ctx)
+                        act.join(address, grant, author, attempt + 1, ctx)
                     }
                     Err(error) => {
                         tracing::warn!(session = act.id, %error, "cannot open document");

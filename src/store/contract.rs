@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use yrs::{GetString, Text, Transact};
 
-use super::{AppendItem, Store, StoreError};
+use super::{AppendItem, HistoryPoint, Store, StoreError, Version, VersionInfo};
 
 /// A Yjs update inserting `text` at the end of Y.Text "t", from its own client.
 pub fn text_update(client: u64, text: &str) -> bytes::Bytes {
@@ -32,7 +32,154 @@ fn item(name: &str, update: bytes::Bytes) -> AppendItem {
     AppendItem {
         name: Arc::from(name),
         update,
+        author: Arc::from("anonymous"),
     }
+}
+
+/// The Y.Text "t" made by `entries`, in order.
+pub fn render_entries<'a>(entries: impl Iterator<Item = &'a [u8]>) -> String {
+    use yrs::updates::decoder::Decode;
+    let doc = yrs::Doc::new();
+    let t = doc.get_or_insert_text("t");
+    let mut txn = doc.transact_mut();
+    for bytes in entries {
+        txn.apply_update(yrs::Update::decode_v1(bytes).unwrap())
+            .unwrap();
+    }
+    t.get_string(&txn)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn version(id: &str, at_ms: i64, state: Vec<u8>) -> Version {
+    Version {
+        info: VersionInfo {
+            id: id.into(),
+            name: format!("version {id}"),
+            meta: serde_json::json!({"by": "contract"}),
+            at_ms,
+            author: "tester".into(),
+            auto: false,
+        },
+        state,
+    }
+}
+
+/// The history contract, on an empty store that keeps history for `retention` (a short one:
+/// the test waits for it to pass). Authors and instants are kept; compaction keeps the rows;
+/// a read up to an instant gives the document as it was; the retention folds only what is
+/// older than it into the base, and drops only versions older than it.
+pub async fn run_history(store: &dyn Store, retention: std::time::Duration) {
+    let doc = "history";
+    let by = |update, author: &str| AppendItem {
+        name: Arc::from(doc),
+        update,
+        author: Arc::from(author),
+    };
+    store
+        .append(&[by(text_update(1, "A"), "alice")])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let between = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    store
+        .append(&[by(text_update(2, "B"), "bob")])
+        .await
+        .unwrap();
+
+    let everything = store.history(doc, HistoryPoint::Now).await.unwrap();
+    let authors: Vec<&str> = everything.rows.iter().map(|r| r.author.as_str()).collect();
+    assert_eq!(authors, ["alice", "bob"]);
+    assert!(everything.rows[0].at_ms <= between && everything.rows[1].at_ms > between);
+    let at = |h: &super::History| render_entries(h.entries());
+    assert_eq!(at(&everything).len(), 2);
+    let then = store.history(doc, HistoryPoint::At(between)).await.unwrap();
+    assert_eq!(at(&then), "A");
+
+    // Compaction folds into the snapshot but keeps the rows.
+    let fence = store.next_fence(doc).await.unwrap();
+    assert_eq!(store.compact(doc, fence).await.unwrap().folded_updates, 2);
+    let loaded = store.load(doc).await.unwrap();
+    assert!(loaded.updates.is_empty() && loaded.snapshot.is_some());
+    assert_eq!(store.log_len(doc).await.unwrap(), 0);
+    assert_eq!(
+        at(&store.history(doc, HistoryPoint::At(between)).await.unwrap()),
+        "A",
+        "still there after compaction"
+    );
+    let range = store.history_range(doc, 0, between).await.unwrap();
+    assert_eq!(range.len(), 1);
+    assert_eq!(range[0].author, "alice");
+
+    // Versions: newest first, by id, paged.
+    let old_version = version(
+        "v-old",
+        now_ms() - 10,
+        then.entries().next().unwrap().to_vec(),
+    );
+    store.put_version(doc, &old_version).await.unwrap();
+    store
+        .put_version(doc, &version("v-new", now_ms(), vec![0, 0]))
+        .await
+        .unwrap();
+    let listed = store.versions(doc, 0, 10).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, ["v-new", "v-old"]);
+    assert_eq!(listed[1].meta, serde_json::json!({"by": "contract"}));
+    assert_eq!(store.versions(doc, 1, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.version(doc, "v-old").await.unwrap(),
+        Some(old_version.clone())
+    );
+    assert_eq!(store.version(doc, "nope").await.unwrap(), None);
+    assert!(
+        store.put_version(doc, &old_version).await.is_err(),
+        "ids are unique"
+    );
+
+    // Past the retention: what is older is folded into the base and its rows and versions go;
+    // what is newer stays.
+    tokio::time::sleep(retention + std::time::Duration::from_millis(100)).await;
+    let kept_version = version("v-kept", now_ms(), vec![0, 0]);
+    store.put_version(doc, &kept_version).await.unwrap();
+    store
+        .append(&[by(text_update(3, "C"), "carol")])
+        .await
+        .unwrap();
+    let fence = store.next_fence(doc).await.unwrap();
+    store.compact(doc, fence).await.unwrap();
+    let pruned = store.history(doc, HistoryPoint::Now).await.unwrap();
+    let authors: Vec<&str> = pruned.rows.iter().map(|r| r.author.as_str()).collect();
+    assert_eq!(authors, ["carol"], "only the rows within the retention");
+    assert!(
+        pruned.base_as_of_ms > between,
+        "the base moved past the pruned rows"
+    );
+    assert_eq!(at(&pruned).len(), 3, "nothing of the content is lost");
+    let ids: Vec<String> = store
+        .versions(doc, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ids, ["v-kept"]);
+    assert!(store.delete(doc).await.unwrap());
+    assert!(store.versions(doc, 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .history(doc, HistoryPoint::Now)
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
 }
 
 /// Runs the whole contract on an empty store; panics on the first broken rule.
@@ -147,6 +294,32 @@ pub async fn run(store: &dyn Store) {
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     run(&super::MemoryStore::new()).await;
+}
+
+#[cfg(test)]
+const TEST_RETENTION: std::time::Duration = std::time::Duration::from_millis(400);
+
+#[cfg(test)]
+#[tokio::test]
+async fn memory_store_keeps_the_history_contract() {
+    let policy = super::HistoryPolicy {
+        retention: Some(TEST_RETENTION),
+    };
+    let store = super::MemoryStore::with_history(policy);
+    run(&store).await;
+    run_history(&store, TEST_RETENTION).await;
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn sqlite_store_keeps_the_history_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = super::HistoryPolicy {
+        retention: Some(TEST_RETENTION),
+    };
+    let store = super::SqliteStore::open_with(&dir.path().join("h.db"), policy).unwrap();
+    run(&store).await;
+    run_history(&store, TEST_RETENTION).await;
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AppendItem, CompactOutcome, DocumentInfo, Store, StoreError, StoredDocument, check_fence,
-    fold_updates,
+    AppendItem, CompactOutcome, DocumentInfo, History, HistoryPoint, HistoryPolicy, HistoryRow,
+    Store, StoreError, StoredDocument, Version, VersionInfo, check_fence, fold_updates,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +19,13 @@ struct Entry {
     issued_fence: u64,
     log: Vec<Vec<u8>>,
     updated_at_ms: i64,
+    /// When the snapshot was last written.
+    snapshot_at_ms: i64,
+    /// Every row still kept, folded or not (only the unfolded ones without history).
+    rows: Vec<HistoryRow>,
+    /// The state older than `rows`, once history was kept (see the SQLite store).
+    history_base: Option<(Vec<u8>, i64)>,
+    versions: Vec<Version>,
 }
 
 fn now_ms() -> i64 {
@@ -30,6 +37,8 @@ fn now_ms() -> i64 {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     docs: Mutex<HashMap<String, Entry>>,
+    history: HistoryPolicy,
+    next_seq: std::sync::atomic::AtomicI64,
     /// Fault injection for tests of the retry path: while set, every append fails.
     failing: AtomicBool,
 }
@@ -37,6 +46,14 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that keeps history as `history` says.
+    pub fn with_history(history: HistoryPolicy) -> Self {
+        MemoryStore {
+            history,
+            ..Self::default()
+        }
     }
 
     /// While `true`, appends fail as a down database would (a test hook, not a mock of anything).
@@ -72,6 +89,12 @@ impl Store for MemoryStore {
         for item in batch {
             let entry = docs.entry(item.name.to_string()).or_default();
             entry.log.push(item.update.to_vec());
+            entry.rows.push(HistoryRow {
+                seq: self.next_seq.fetch_add(1, Ordering::SeqCst) + 1,
+                at_ms: now,
+                author: item.author.to_string(),
+                update: item.update.to_vec(),
+            });
             entry.updated_at_ms = now;
         }
         Ok(())
@@ -97,11 +120,108 @@ impl Store for MemoryStore {
             folded_updates: entry.log.len() as u64,
             snapshot_bytes: folded.len() as u64,
         };
+        let now = now_ms();
+        match self.history.retention {
+            Some(retention) => {
+                if entry.history_base.is_none() {
+                    entry.history_base = Some((
+                        entry.snapshot.clone().unwrap_or_else(|| vec![0, 0]),
+                        if entry.snapshot.is_some() {
+                            entry.snapshot_at_ms
+                        } else {
+                            0
+                        },
+                    ));
+                }
+                prune(entry, name, now - retention.as_millis() as i64)?;
+            }
+            None => entry.rows.clear(),
+        }
         entry.snapshot = Some(folded);
         entry.log.clear();
         entry.fence = fence;
-        entry.updated_at_ms = now_ms();
+        entry.updated_at_ms = now;
+        entry.snapshot_at_ms = now;
         Ok(outcome)
+    }
+
+    async fn history(&self, name: &str, until: HistoryPoint) -> Result<History, StoreError> {
+        let until = match until {
+            HistoryPoint::Now => i64::MAX,
+            HistoryPoint::At(ms) => ms,
+        };
+        let docs = self.docs.lock();
+        let Some(entry) = docs.get(name) else {
+            return Ok(History::default());
+        };
+        let (base, base_as_of_ms) = match &entry.history_base {
+            Some((state, as_of)) => (Some(state.clone()), *as_of),
+            None => (entry.snapshot.clone(), entry.snapshot_at_ms),
+        };
+        Ok(History {
+            base,
+            base_as_of_ms,
+            rows: entry
+                .rows
+                .iter()
+                .filter(|r| r.at_ms <= until)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    async fn history_range(
+        &self,
+        name: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let docs = self.docs.lock();
+        Ok(docs.get(name).map_or_else(Vec::new, |e| {
+            e.rows
+                .iter()
+                .filter(|r| r.at_ms >= from_ms && r.at_ms <= to_ms)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn put_version(&self, name: &str, version: &Version) -> Result<(), StoreError> {
+        let mut docs = self.docs.lock();
+        let entry = docs.entry(name.to_string()).or_default();
+        if entry.versions.iter().any(|v| v.info.id == version.info.id) {
+            return Err(StoreError::Backend("version id exists".into()));
+        }
+        entry.versions.push(version.clone());
+        Ok(())
+    }
+
+    async fn versions(
+        &self,
+        name: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError> {
+        let docs = self.docs.lock();
+        let Some(entry) = docs.get(name) else {
+            return Ok(Vec::new());
+        };
+        // Newest first; among equal instants, the later one made first.
+        let mut listed: Vec<(usize, &Version)> = entry.versions.iter().enumerate().collect();
+        listed.sort_by(|a, b| (b.1.info.at_ms, b.0).cmp(&(a.1.info.at_ms, a.0)));
+        Ok(listed
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, v)| v.info.clone())
+            .collect())
+    }
+
+    async fn version(&self, name: &str, id: &str) -> Result<Option<Version>, StoreError> {
+        let docs = self.docs.lock();
+        Ok(docs
+            .get(name)
+            .and_then(|e| e.versions.iter().find(|v| v.info.id == id).cloned()))
     }
 
     async fn list(
@@ -136,9 +256,11 @@ impl Store for MemoryStore {
             return Ok(false);
         };
         let existed = entry.snapshot.is_some() || !entry.log.is_empty();
-        entry.snapshot = None;
-        entry.log.clear();
-        entry.fence = 0;
+        let issued = entry.issued_fence.max(entry.fence);
+        *entry = Entry {
+            issued_fence: issued,
+            ..Entry::default()
+        };
         Ok(existed)
     }
 
@@ -148,4 +270,27 @@ impl Store for MemoryStore {
         entry.issued_fence = entry.issued_fence.max(entry.fence) + 1;
         Ok(entry.issued_fence)
     }
+}
+
+/// Folds the rows older than `cutoff` (all folded: compaction has run) into the history base,
+/// and forgets them and the versions older than it.
+fn prune(entry: &mut Entry, name: &str, cutoff: i64) -> Result<(), StoreError> {
+    entry.versions.retain(|v| v.info.at_ms >= cutoff);
+    let Some((base, as_of)) = &entry.history_base else {
+        return Ok(());
+    };
+    let old: Vec<&HistoryRow> = entry.rows.iter().filter(|r| r.at_ms < cutoff).collect();
+    if old.is_empty() || *as_of >= cutoff {
+        return Ok(());
+    }
+    let folded =
+        fold_updates(Some(base), old.iter().map(|r| r.update.as_slice())).map_err(|reason| {
+            StoreError::Corrupt {
+                name: name.to_string(),
+                reason,
+            }
+        })?;
+    entry.history_base = Some((folded, cutoff));
+    entry.rows.retain(|r| r.at_ms >= cutoff);
+    Ok(())
 }

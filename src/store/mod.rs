@@ -59,6 +59,75 @@ pub struct AppendItem {
     pub name: std::sync::Arc<str>,
     /// A Yjs v1 update exactly as applied.
     pub update: bytes::Bytes,
+    /// Who sent it: the token's `sub`, `anonymous`, or `api:<key name>` (kept for history).
+    pub author: std::sync::Arc<str>,
+}
+
+/// What history keeps (`[history]`): with a retention, compaction keeps the updates it folds
+/// (marked folded) and prunes those older than the retention into the document's history base;
+/// without one, folded updates are deleted and there is no history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    pub retention: Option<std::time::Duration>,
+}
+
+/// Up to where a history read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPoint {
+    /// Every update stored.
+    Now,
+    /// Updates acknowledged at or before this instant (ms since the Unix epoch).
+    At(i64),
+}
+
+/// One stored update with when it was acknowledged (committed) and who sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// Order of the log (increasing with commit order).
+    pub seq: i64,
+    pub at_ms: i64,
+    pub author: String,
+    pub update: Vec<u8>,
+}
+
+/// A document's history up to a point: `base` (everything older than the retention, folded;
+/// `None` when nothing was pruned yet) and then every update after it, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    pub base: Option<Vec<u8>>,
+    /// The instant `base` stands for (0: the beginning). Nothing before it can be shown.
+    pub base_as_of_ms: i64,
+    pub rows: Vec<HistoryRow>,
+}
+
+impl History {
+    /// The base, then the rows: what rebuilds the document as it was at the point read.
+    pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        self.base
+            .iter()
+            .map(Vec::as_slice)
+            .chain(self.rows.iter().map(|r| r.update.as_slice()))
+    }
+}
+
+/// A named version, as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    pub id: String,
+    pub name: String,
+    /// The caller's JSON object, kept as given.
+    pub meta: serde_json::Value,
+    pub at_ms: i64,
+    /// Who made it: a key name, `auto` for automatic versions, `restore` for pre-restore ones.
+    pub author: String,
+    pub auto: bool,
+}
+
+/// A version and the document's state (a Yjs v1 update) at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    pub info: VersionInfo,
+    pub state: Vec<u8>,
 }
 
 /// What `load` returns: apply `snapshot` first, then `updates` in order.
@@ -132,6 +201,31 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the document's snapshot and log (its fencing tokens stay, so they keep rising).
     /// `false` when nothing was stored under that name.
     async fn delete(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// The document's history up to `until`. Without a history policy the folded updates are
+    /// gone: the base is the snapshot (as of its last compaction) and the rows are the log.
+    async fn history(&self, name: &str, until: HistoryPoint) -> Result<History, StoreError>;
+
+    /// Updates acknowledged in `[from_ms, to_ms]`, oldest first (for attribution).
+    async fn history_range(
+        &self,
+        name: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<HistoryRow>, StoreError>;
+
+    /// Stores a version (its id is unique per document).
+    async fn put_version(&self, name: &str, version: &Version) -> Result<(), StoreError>;
+
+    /// Versions newest first, skipping `offset`, at most `limit`.
+    async fn versions(
+        &self,
+        name: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError>;
+
+    async fn version(&self, name: &str, id: &str) -> Result<Option<Version>, StoreError>;
 }
 
 /// The behaviour every `Store` must have, as a reusable check (the PostgreSQL integration tests

@@ -23,8 +23,9 @@ use tokio_postgres::IsolationLevel;
 
 use super::pg_tls::{SslMode, client_config};
 use super::{
-    AppendItem, CompactOutcome, DocumentInfo, Store, StoreError, StoredDocument, check_fence,
-    fold_updates, state_vector_of,
+    AppendItem, CompactOutcome, DocumentInfo, History, HistoryPoint, HistoryPolicy, HistoryRow,
+    Store, StoreError, StoredDocument, Version, VersionInfo, check_fence, fold_updates,
+    state_vector_of,
 };
 
 /// Key of the advisory lock that serialises schema migrations across nodes.
@@ -51,7 +52,31 @@ const MIGRATIONS: &[&str] = &[
          name TEXT PRIMARY KEY,
          issued BIGINT NOT NULL
      );",
+    // 2: history (see the embedded store): authors, folded rows kept, bases, versions.
+    "ALTER TABLE zedi_updates ADD COLUMN author TEXT NOT NULL DEFAULT 'anonymous',
+                              ADD COLUMN folded BOOLEAN NOT NULL DEFAULT false;
+     CREATE INDEX zedi_updates_by_name_time ON zedi_updates (name, created_at);
+     CREATE TABLE zedi_history_bases (
+         name TEXT PRIMARY KEY,
+         state BYTEA NOT NULL,
+         as_of BIGINT NOT NULL
+     );
+     CREATE TABLE zedi_versions (
+         name TEXT NOT NULL,
+         id TEXT NOT NULL,
+         label TEXT NOT NULL,
+         meta TEXT NOT NULL,
+         at BIGINT NOT NULL,
+         author TEXT NOT NULL,
+         auto BOOLEAN NOT NULL,
+         state BYTEA NOT NULL,
+         made BIGSERIAL,
+         PRIMARY KEY (name, id)
+     );
+     CREATE INDEX zedi_versions_by_time ON zedi_versions (name, at);",
 ];
+
+mod history;
 
 /// How to reach the database; built from `[store]` in the configuration.
 #[derive(Debug, Clone)]
@@ -68,11 +93,14 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// Table of the previous Node server to import from; `None` disables the import.
     pub legacy_table: Option<String>,
+    /// What compaction keeps for history.
+    pub history: HistoryPolicy,
 }
 
 pub struct PgStore {
     pool: Pool,
     legacy_table: Option<String>,
+    history: HistoryPolicy,
 }
 
 /// The error with its whole `source()` chain: deadpool and tokio-postgres wrap the useful part
@@ -187,7 +215,11 @@ impl PgStore {
             }
             other => other.clone(),
         };
-        let store = PgStore { pool, legacy_table };
+        let store = PgStore {
+            pool,
+            legacy_table,
+            history: options.history,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -301,7 +333,7 @@ impl PgStore {
             .map_err(backend)?;
         let updates = tx
             .query(
-                "SELECT data FROM zedi_updates WHERE name = $1 ORDER BY seq",
+                "SELECT data FROM zedi_updates WHERE name = $1 AND NOT folded ORDER BY seq",
                 &[&name],
             )
             .await
@@ -342,12 +374,14 @@ impl Store for PgStore {
     async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError> {
         let names: Vec<&str> = batch.iter().map(|i| &*i.name).collect();
         let data: Vec<&[u8]> = batch.iter().map(|i| &i.update[..]).collect();
+        let authors: Vec<&str> = batch.iter().map(|i| &*i.author).collect();
         let client = self.client().await?;
         // One statement is one transaction: the whole batch commits (and is flushed) together.
         client
             .execute(
-                "INSERT INTO zedi_updates (name, data) SELECT * FROM UNNEST($1::text[], $2::bytea[])",
-                &[&names, &data],
+                "INSERT INTO zedi_updates (name, data, author)
+                 SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[])",
+                &[&names, &data, &authors],
             )
             .await
             .map_err(backend)?;
@@ -369,7 +403,7 @@ impl Store for PgStore {
                       WHERE starts_with(name, $1) AND name COLLATE "C" > $2
                      UNION ALL
                      SELECT name, octet_length(data), created_at FROM zedi_updates
-                      WHERE starts_with(name, $1) AND name COLLATE "C" > $2
+                      WHERE NOT folded AND starts_with(name, $1) AND name COLLATE "C" > $2
                    ) d GROUP BY name ORDER BY name COLLATE "C" LIMIT $3"#,
                 &[&prefix, &after, &(limit as i64)],
             )
@@ -404,6 +438,12 @@ impl Store for PgStore {
             .execute("DELETE FROM zedi_updates WHERE name = $1", &[&name])
             .await
             .map_err(backend)?;
+        tx.execute("DELETE FROM zedi_history_bases WHERE name = $1", &[&name])
+            .await
+            .map_err(backend)?;
+        tx.execute("DELETE FROM zedi_versions WHERE name = $1", &[&name])
+            .await
+            .map_err(backend)?;
         // Else the next load would import the legacy row again.
         let mut legacy = 0;
         if let Some(table) = &self.legacy_table {
@@ -427,7 +467,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let n: i64 = client
             .query_one(
-                "SELECT count(*) FROM zedi_updates WHERE name = $1",
+                "SELECT count(*) FROM zedi_updates WHERE name = $1 AND NOT folded",
                 &[&name],
             )
             .await
@@ -461,7 +501,7 @@ impl Store for PgStore {
         )?;
         let log: Vec<(i64, Vec<u8>)> = tx
             .query(
-                "SELECT seq, data FROM zedi_updates WHERE name = $1 ORDER BY seq",
+                "SELECT seq, data FROM zedi_updates WHERE name = $1 AND NOT folded ORDER BY seq",
                 &[&name],
             )
             .await
@@ -475,6 +515,10 @@ impl Store for PgStore {
                 name: name.to_string(),
                 reason,
             })?;
+        let keep = self.history.retention.is_some();
+        if keep {
+            history::start_base(&tx, name).await?;
+        }
         tx.execute(
             "INSERT INTO zedi_snapshots (name, state, state_vector, fence, updated_at)
              VALUES ($1, $2, $3, $4, now())
@@ -485,14 +529,55 @@ impl Store for PgStore {
         .await
         .map_err(backend)?;
         let seqs: Vec<i64> = log.iter().map(|(seq, _)| *seq).collect();
-        tx.execute("DELETE FROM zedi_updates WHERE seq = ANY($1)", &[&seqs])
-            .await
-            .map_err(backend)?;
+        let sql = if keep {
+            "UPDATE zedi_updates SET folded = true WHERE seq = ANY($1)"
+        } else {
+            "DELETE FROM zedi_updates WHERE seq = ANY($1)"
+        };
+        tx.execute(sql, &[&seqs]).await.map_err(backend)?;
+        if let Some(retention) = self.history.retention {
+            history::prune(&tx, name, retention).await?;
+        }
         tx.commit().await.map_err(backend)?;
         Ok(CompactOutcome {
             folded_updates: log.len() as u64,
             snapshot_bytes: folded.len() as u64,
         })
+    }
+
+    async fn history(&self, name: &str, until: HistoryPoint) -> Result<History, StoreError> {
+        let mut client = self.client().await?;
+        history::read(&mut client, name, until).await
+    }
+
+    async fn history_range(
+        &self,
+        name: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let client = self.client().await?;
+        history::range(&client, name, from_ms, to_ms).await
+    }
+
+    async fn put_version(&self, name: &str, version: &Version) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        history::put_version(&client, name, version).await
+    }
+
+    async fn versions(
+        &self,
+        name: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError> {
+        let client = self.client().await?;
+        history::versions(&client, name, offset, limit).await
+    }
+
+    async fn version(&self, name: &str, id: &str) -> Result<Option<Version>, StoreError> {
+        let client = self.client().await?;
+        history::version(&client, name, id).await
     }
 
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError> {

@@ -73,6 +73,7 @@ impl StoreSettings {
             pool_size: self.pool_size,
             connect_timeout: self.connect_timeout,
             legacy_table: self.legacy_table.clone(),
+            history: crate::store::HistoryPolicy::default(),
         })
     }
 

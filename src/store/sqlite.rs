@@ -13,9 +13,12 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendItem, CompactOutcome, DocumentInfo, Store, StoreError, StoredDocument, check_fence,
-    fold_updates, state_vector_of,
+    AppendItem, CompactOutcome, DocumentInfo, History, HistoryPoint, HistoryPolicy, HistoryRow,
+    Store, StoreError, StoredDocument, Version, VersionInfo, check_fence, fold_updates,
+    state_vector_of,
 };
+
+mod history;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last one applied.
 const MIGRATIONS: &[&str] = &[
@@ -38,13 +41,35 @@ const MIGRATIONS: &[&str] = &[
          name TEXT PRIMARY KEY,
          issued INTEGER NOT NULL
      );",
+    // 2: history. Who sent each update; folded rows kept (with a history retention) instead of
+    // deleted; the state older than the retention (history_bases); named versions.
+    "ALTER TABLE updates ADD COLUMN author TEXT NOT NULL DEFAULT 'anonymous';
+     ALTER TABLE updates ADD COLUMN folded INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX updates_by_name_time ON updates (name, created_at);
+     CREATE TABLE history_bases (
+         name TEXT PRIMARY KEY,
+         state BLOB NOT NULL,
+         as_of INTEGER NOT NULL
+     );
+     CREATE TABLE versions (
+         name TEXT NOT NULL,
+         id TEXT NOT NULL,
+         label TEXT NOT NULL,
+         meta TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         author TEXT NOT NULL,
+         auto INTEGER NOT NULL,
+         state BLOB NOT NULL,
+         PRIMARY KEY (name, id)
+     );
+     CREATE INDEX versions_by_time ON versions (name, at);",
 ];
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -53,11 +78,17 @@ fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    history: HistoryPolicy,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, HistoryPolicy::default())
+    }
+
+    /// Like [`Self::open`], keeping history as `history` says.
+    pub fn open_with(path: &Path, history: HistoryPolicy) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
@@ -73,6 +104,7 @@ impl SqliteStore {
         migrate(&conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            history,
         })
     }
 
@@ -124,7 +156,9 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .map_or((None, 0), |(s, f)| (Some(s), f as u64));
             let mut stmt = tx
-                .prepare_cached("SELECT data FROM updates WHERE name = ?1 ORDER BY seq")
+                .prepare_cached(
+                    "SELECT data FROM updates WHERE name = ?1 AND folded = 0 ORDER BY seq",
+                )
                 .map_err(backend)?;
             let updates = stmt
                 .query_map(params![name], |r| r.get::<_, Vec<u8>>(0))
@@ -149,12 +183,12 @@ impl Store for SqliteStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT INTO updates (name, data, created_at) VALUES (?1, ?2, ?3)",
+                        "INSERT INTO updates (name, data, created_at, author) VALUES (?1, ?2, ?3, ?4)",
                     )
                     .map_err(backend)?;
                 let now = now_ms();
                 for item in &batch {
-                    stmt.execute(params![&*item.name, &item.update[..], now])
+                    stmt.execute(params![&*item.name, &item.update[..], now, &*item.author])
                         .map_err(backend)?;
                 }
             }
@@ -179,7 +213,7 @@ impl Store for SqliteStore {
                           WHERE name > ?2 AND substr(name, 1, length(?1)) = ?1
                          UNION ALL
                          SELECT name, length(data), created_at FROM updates
-                          WHERE name > ?2 AND substr(name, 1, length(?1)) = ?1
+                          WHERE folded = 0 AND name > ?2 AND substr(name, 1, length(?1)) = ?1
                      ) GROUP BY name ORDER BY name LIMIT ?3",
                 )
                 .map_err(backend)?;
@@ -209,6 +243,10 @@ impl Store for SqliteStore {
             let updates = tx
                 .execute("DELETE FROM updates WHERE name = ?1", params![name])
                 .map_err(backend)?;
+            tx.execute("DELETE FROM history_bases WHERE name = ?1", params![name])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM versions WHERE name = ?1", params![name])
+                .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(snapshots + updates > 0)
         })
@@ -219,7 +257,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.with_conn(move |conn| {
             conn.query_row(
-                "SELECT count(*) FROM updates WHERE name = ?1",
+                "SELECT count(*) FROM updates WHERE name = ?1 AND folded = 0",
                 params![name],
                 |r| r.get::<_, i64>(0),
             )
@@ -252,6 +290,7 @@ impl Store for SqliteStore {
             snapshot_bytes: folded.len() as u64,
         };
         let owned = name.to_string();
+        let keep = self.history.retention.is_some();
         self.with_conn(move |conn| {
             write_fold(
                 conn,
@@ -261,11 +300,55 @@ impl Store for SqliteStore {
                     seen,
                     folded: &folded,
                     seqs: &seqs,
+                    keep,
                 },
             )
         })
         .await?;
+        if let Some(retention) = self.history.retention {
+            history::prune(self, name, retention).await?;
+        }
         Ok(outcome)
+    }
+
+    async fn history(&self, name: &str, until: HistoryPoint) -> Result<History, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| history::read(conn, &name, until))
+            .await
+    }
+
+    async fn history_range(
+        &self,
+        name: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| history::range(conn, &name, from_ms, to_ms))
+            .await
+    }
+
+    async fn put_version(&self, name: &str, version: &Version) -> Result<(), StoreError> {
+        let (name, version) = (name.to_string(), version.clone());
+        self.with_conn(move |conn| history::put_version(conn, &name, &version))
+            .await
+    }
+
+    async fn versions(
+        &self,
+        name: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |conn| history::versions(conn, &name, offset, limit))
+            .await
+    }
+
+    async fn version(&self, name: &str, id: &str) -> Result<Option<Version>, StoreError> {
+        let (name, id) = (name.to_string(), id.to_string());
+        self.with_conn(move |conn| history::version(conn, &name, &id))
+            .await
     }
 
     async fn next_fence(&self, name: &str) -> Result<u64, StoreError> {
@@ -343,7 +426,7 @@ fn read_for_fold(
         .optional()
         .map_err(backend)?;
     let mut stmt = tx
-        .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 ORDER BY seq")
+        .prepare_cached("SELECT seq, data FROM updates WHERE name = ?1 AND folded = 0 ORDER BY seq")
         .map_err(backend)?;
     let log: LogRows = stmt
         .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -379,8 +462,10 @@ struct FoldWrite<'a> {
     /// The snapshot's version when it was read (`None`: there was none).
     seen: Option<(i64, i64)>,
     folded: &'a [u8],
-    /// The log rows that went into `folded`, and only those, are deleted.
+    /// The log rows that went into `folded`, and only those, are deleted (or marked folded).
     seqs: &'a [i64],
+    /// History is kept: the rows stay, marked folded.
+    keep: bool,
 }
 
 /// Writes the folded snapshot and deletes the folded rows, in one transaction, unless a newer
@@ -404,6 +489,9 @@ fn write_fold(conn: &mut Connection, write: &FoldWrite<'_>) -> Result<(), StoreE
         // rows we read are either folded by it or still there.
         return Ok(());
     }
+    if write.keep {
+        history::start_base(&tx, write.name)?;
+    }
     tx.execute(
         "INSERT INTO snapshots (name, state, state_vector, fence, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -420,11 +508,14 @@ fn write_fold(conn: &mut Connection, write: &FoldWrite<'_>) -> Result<(), StoreE
     )
     .map_err(backend)?;
     {
-        let mut delete = tx
-            .prepare_cached("DELETE FROM updates WHERE seq = ?1")
-            .map_err(backend)?;
+        let sql = if write.keep {
+            "UPDATE updates SET folded = 1 WHERE seq = ?1"
+        } else {
+            "DELETE FROM updates WHERE seq = ?1"
+        };
+        let mut folded = tx.prepare_cached(sql).map_err(backend)?;
         for seq in write.seqs {
-            delete.execute(params![seq]).map_err(backend)?;
+            folded.execute(params![seq]).map_err(backend)?;
         }
     }
     tx.commit().map_err(backend)

@@ -363,6 +363,7 @@ async fn a_stale_owner_is_fenced_off_by_the_store() {
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         legacy_table: None,
+        history: Default::default(),
     })
     .await
     .unwrap();
@@ -410,6 +411,7 @@ async fn a_stale_owner_is_fenced_off_by_the_store() {
         .append(&[AppendItem {
             name: doc.into(),
             update: text_update(1, "x").into(),
+            author: "anonymous".into(),
         }])
         .await
         .unwrap();

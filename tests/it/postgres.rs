@@ -19,6 +19,7 @@ fn options(url: &str) -> PgOptions {
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         legacy_table: Some("documents".into()),
+        history: Default::default(),
     }
 }
 
@@ -29,6 +30,22 @@ fn pg_daemon(pg: &PgCluster, dir: &std::path::Path, extra: &[(&str, &str)]) -> D
     ];
     env.extend_from_slice(extra);
     Daemon::start(dir, &env)
+}
+
+#[tokio::test]
+async fn history_contract_holds_on_postgres() {
+    let pg = PgCluster::start();
+    let retention = std::time::Duration::from_millis(400);
+    let store = PgStore::connect(&PgOptions {
+        history: zedi_sync::store::HistoryPolicy {
+            retention: Some(retention),
+        },
+        ..options(&pg.url)
+    })
+    .await
+    .unwrap();
+    contract::run(&store).await;
+    contract::run_history(&store, retention).await;
 }
 
 #[tokio::test]
@@ -57,6 +74,7 @@ async fn stale_fencing_token_is_refused() {
         .append(&[zedi_sync::store::AppendItem {
             name: "fenced".into(),
             update: contract::text_update(1, "new"),
+            author: "anonymous".into(),
         }])
         .await
         .unwrap();
@@ -65,6 +83,7 @@ async fn stale_fencing_token_is_refused() {
         .append(&[zedi_sync::store::AppendItem {
             name: "fenced".into(),
             update: contract::text_update(2, "later"),
+            author: "anonymous".into(),
         }])
         .await
         .unwrap();

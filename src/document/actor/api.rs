@@ -22,6 +22,8 @@ pub const DELETED_REASON: &str = "document deleted";
 #[rtype(result = "Result<oneshot::Receiver<bool>, UpdateRefusal>")]
 pub struct ApiUpdate {
     pub update: Bytes,
+    /// What history records as its author (`api:<key name>`, `restore:<key name>`).
+    pub author: Arc<str>,
 }
 
 /// The document is being deleted: every editor gets a CLOSE and the actor stops. Sent by the
@@ -45,7 +47,7 @@ impl Handler<ApiUpdate> for DocumentActor {
             address: Arc::clone(&self.name),
         };
         let session = key.session;
-        let result = self.accept_update(key, msg.update, ctx);
+        let result = self.accept_update(key, msg.update, Some(msg.author), ctx);
         match result {
             Ok(()) => {
                 let (tx, rx) = oneshot::channel();

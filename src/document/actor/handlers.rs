@@ -43,7 +43,7 @@ impl DocumentActor {
             self.send_to(&key, &Message::SyncStatus(known));
             return;
         }
-        match self.accept_update(key.clone(), update, ctx) {
+        match self.accept_update(key.clone(), update, None, ctx) {
             Ok(()) => {}
             Err(UpdateRefusal::StoreFull) => {
                 // Refuse, and close the socket: the provider keeps the edit, reconnects with
@@ -70,8 +70,10 @@ impl DocumentActor {
         &mut self,
         key: ConnKey,
         update: Bytes,
+        author: Option<Arc<str>>,
         ctx: &mut Context<Self>,
     ) -> Result<(), UpdateRefusal> {
+        let author = author.or_else(|| self.attachments.get(&key).map(|a| Arc::clone(a.author())));
         // Reserve room in the write queue *before* applying, so a full queue refuses the
         // update instead of applying something that might not become durable.
         let Ok(reservation) = self.persistence.try_reserve() else {
@@ -109,6 +111,7 @@ impl DocumentActor {
             AppendItem {
                 name: Arc::clone(&self.name),
                 update,
+                author: author.unwrap_or_else(|| Arc::from("anonymous")),
             }
         });
         if self.acks.push(key, reservation.submit(item), relay) {
@@ -125,8 +128,9 @@ impl Handler<Join> for DocumentActor {
         self.unload.admit()?;
         self.cancel_unload(ctx);
         self.announce_created(join.hook.as_deref());
-        let attachment =
-            Attachment::new(join.session, join.read_only, join.meter).with_hook(join.hook);
+        let attachment = Attachment::new(join.session, join.read_only, join.meter)
+            .with_hook(join.hook)
+            .by(join.author);
         self.attachments.attach(join.key.clone(), attachment);
         if join.greet {
             match self.state.encoded_state_vector() {
