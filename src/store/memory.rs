@@ -208,7 +208,7 @@ impl Store for MemoryStore {
         };
         // Newest first; among equal instants, the later one made first.
         let mut listed: Vec<(usize, &Version)> = entry.versions.iter().enumerate().collect();
-        listed.sort_by(|a, b| (b.1.info.at_ms, b.0).cmp(&(a.1.info.at_ms, a.0)));
+        listed.sort_by_key(|(made, v)| std::cmp::Reverse((v.info.at_ms, *made)));
         Ok(listed
             .into_iter()
             .skip(offset)
