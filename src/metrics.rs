@@ -161,7 +161,7 @@ metrics_table! {
     // Connections.
     connections_open: IntGauge = gauge("Open WebSocket connections.");
     connections_total: IntCounter = counter("WebSocket connections accepted.");
-    /// labels: op (read, update, delete, list), status (HTTP status code)
+    /// labels: op (`crate::api::OPS`), status (HTTP status code)
     api_requests_total: IntCounterVec = counter_vec(
         "Document API requests by operation and HTTP status.",
         &["op", "status"],
@@ -343,6 +343,11 @@ impl Metrics {
         }
         for op in ["publish", "read", "lease", "heartbeat"] {
             self.redis_errors_total.with_label_values(&[op]);
+        }
+        // The status label is open-ended (whatever HTTP status a call ended with): each
+        // operation's success series exists from the start.
+        for op in crate::api::OPS {
+            self.api_requests_total.with_label_values(&[op, "200"]);
         }
         for reason in ["node_full", "address_full"] {
             self.connections_refused_total.with_label_values(&[reason]);

@@ -42,6 +42,18 @@ use crate::protocol::ywebsocket::percent_decode;
 use crate::registry::{Loaded, Open, Registry};
 use zedi_protocol::document::export::{JsonStyle, document_json, field_text};
 
+/// The `op` label of `zedi_api_requests_total`: every operation of the API.
+pub const OPS: [&str; 8] = [
+    "read",
+    "update",
+    "delete",
+    "list",
+    "versions",
+    "create_version",
+    "restore",
+    "activity",
+];
+
 /// How often an update retries an actor that was unloading when it arrived.
 const MAX_OPEN_ATTEMPTS: u32 = 5;
 
