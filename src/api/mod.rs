@@ -15,6 +15,7 @@
 //!
 //! A name is one path segment, percent-encoded (`notes%2Fa` is `notes/a`).
 
+mod history;
 mod keys;
 pub mod settings;
 mod time;
@@ -59,6 +60,8 @@ const MAX_OPEN_ATTEMPTS: u32 = 5;
 
 /// Everything the API handlers use, shared by the HTTP workers.
 pub struct ApiState {
+    /// `history.activity_gap_ms`: one user's edits closer than this are one activity entry.
+    pub activity_gap: Duration,
     pub keys: Vec<ApiKey>,
     pub max_list_limit: usize,
     pub registry: Addr<Registry>,
@@ -83,7 +86,23 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Option<Arc<ApiState>>) {
             .route("/documents", web::get().to(list_documents))
             .route("/documents/{name}", web::get().to(read_document))
             .route("/documents/{name}", web::delete().to(delete_document))
-            .route("/documents/{name}/updates", web::post().to(post_update)),
+            .route("/documents/{name}/updates", web::post().to(post_update))
+            .route(
+                "/documents/{name}/versions",
+                web::get().to(history::list_versions),
+            )
+            .route(
+                "/documents/{name}/versions",
+                web::post().to(history::create_version),
+            )
+            .route(
+                "/documents/{name}/versions/{id}/restore",
+                web::post().to(history::restore),
+            )
+            .route(
+                "/documents/{name}/activity",
+                web::get().to(history::activity),
+            ),
     );
 }
 
@@ -207,6 +226,10 @@ impl ApiState {
 struct ReadQuery {
     format: Option<String>,
     field: Option<String>,
+    /// A version's id: the document as it was at that version.
+    version: Option<String>,
+    /// An RFC 3339 instant: the document as it was then (within `history.retention_secs`).
+    at: Option<String>,
 }
 
 async fn read_document(
@@ -235,21 +258,15 @@ async fn read(
             "format must be json, yjs or text",
         ));
     }
-    let stored = state
-        .persistence
-        .store()
-        .load(&name)
-        .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
-    if stored.snapshot.is_none() && stored.updates.is_empty() {
-        return Err(error(StatusCode::NOT_FOUND, "no such document"));
-    }
+    // Now, at a version, or at an instant (time travel).
+    let entries =
+        history::entries(state, &name, query.version.as_deref(), query.at.as_deref()).await?;
     // Rebuilding a large document is CPU work: off the HTTP worker.
     let limits = state.document_limits;
     let field = query.field.clone().unwrap_or_else(|| "default".into());
     let format = format.to_string();
     let rendered = web::block(move || {
-        let (document, _) = DocumentState::restore(stored.entries(), limits);
+        let (document, _) = DocumentState::restore(entries.iter().map(Vec::as_slice), limits);
         match format.as_str() {
             "yjs" => document.encode_state().map(Rendered::Yjs).ok(),
             "text" => Some(Rendered::Text(

@@ -33,6 +33,8 @@ pub struct DocumentConfig {
     pub rest_after: Option<Duration>,
     pub compact_after_updates: u64,
     pub compact_min_interval: Duration,
+    /// A version after this much editing activity (`history.auto_version_ms`; `None`: never).
+    pub auto_version: Option<Duration>,
     /// Where `change` and `create` events go (`None`: webhooks off).
     pub webhooks: Option<crate::webhooks::Webhooks>,
 }

@@ -24,7 +24,10 @@ mod session_handle;
 mod settings;
 mod unload;
 
-pub use actor::{ApiUpdate, DELETED_REASON, DeleteDocument, DocumentActor, UpdateRefusal};
+pub use actor::{
+    ApiUpdate, CurrentState, DELETED_REASON, DeleteDocument, DocumentActor, RestoreTo,
+    UpdateRefusal,
+};
 pub use messages::{DocumentConfig, FromSession, Join, JoinError, Leave, SessionInput, SetAccess};
 pub use session_handle::{CloseSocket, Outbound, SessionHandle, SessionLink, UpdateRefused};
 pub use settings::DocumentSettings;

@@ -93,6 +93,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let api = (!settings.api.keys.is_empty()).then(|| {
         Arc::new(crate::api::ApiState {
             keys: settings.api.keys.clone(),
+            activity_gap: settings.history.activity_gap,
             max_list_limit: settings.api.max_list_limit,
             registry: registry.clone(),
             persistence: persistence.clone(),
@@ -225,6 +226,7 @@ fn document_config(
     let limits = &settings.limits;
     DocumentConfig {
         webhooks,
+        auto_version: Some(settings.history.auto_version).filter(|d| !d.is_zero()),
         budget: Arc::clone(budget),
         document_memory_factor: limits.document_memory_factor,
         max_outbound_bytes: limits.max_outbound_bytes,

@@ -12,13 +12,19 @@ use common::redis::RedisServer;
 use common::{Daemon, render, text_update};
 use zedi_sync::protocol::{Message, SyncMessage};
 
-const WRITER: &str = "writer-secret-0123456789";
-const READER: &str = "reader-secret-0123456789";
-const KEYS: &str =
+pub(crate) const WRITER: &str = "writer-secret-0123456789";
+pub(crate) const READER: &str = "reader-secret-0123456789";
+pub(crate) const KEYS: &str =
     "importer:read-write:writer-secret-0123456789,indexer:read-only:reader-secret-0123456789";
 
 /// One HTTP/1.1 request on loopback: (status, body bytes).
-fn request(port: u16, method: &str, path: &str, key: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+pub(crate) fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -67,13 +73,13 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn get_json(port: u16, path: &str, key: &str) -> serde_json::Value {
+pub(crate) fn get_json(port: u16, path: &str, key: &str) -> serde_json::Value {
     let (status, body) = request(port, "GET", path, Some(key), b"");
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).expect("JSON")
 }
 
-fn text_of(port: u16, name: &str) -> (u16, String) {
+pub(crate) fn text_of(port: u16, name: &str) -> (u16, String) {
     let (status, body) = request(
         port,
         "GET",

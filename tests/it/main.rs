@@ -11,6 +11,7 @@ mod cluster;
 mod daemon;
 mod document_api;
 mod documents_at_rest;
+mod history;
 mod hostile_input;
 mod jwt_expiry;
 mod limits;

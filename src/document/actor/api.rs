@@ -35,10 +35,66 @@ pub struct DeleteDocument {
     pub relay: bool,
 }
 
+/// The document's current content (everything applied here, acknowledged or not), as a Yjs
+/// v1 update: what a version made before a restore holds.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<u8>, UpdateRefusal>")]
+pub struct CurrentState;
+
+/// Make the document equal to `state` (an earlier version's) as a new change, answered like
+/// [`ApiUpdate`].
+#[derive(Message)]
+#[rtype(result = "Result<oneshot::Receiver<bool>, UpdateRefusal>")]
+pub struct RestoreTo {
+    pub state: Vec<u8>,
+    pub author: Arc<str>,
+}
+
+impl Handler<CurrentState> for DocumentActor {
+    type Result = Result<Vec<u8>, UpdateRefusal>;
+
+    fn handle(&mut self, _: CurrentState, ctx: &mut Self::Context) -> Self::Result {
+        self.maybe_schedule_unload(ctx);
+        self.state
+            .full_state()
+            .map(|s| s.to_vec())
+            .map_err(UpdateRefusal::Invalid)
+    }
+}
+
+impl Handler<RestoreTo> for DocumentActor {
+    type Result = Result<oneshot::Receiver<bool>, UpdateRefusal>;
+
+    fn handle(&mut self, msg: RestoreTo, ctx: &mut Self::Context) -> Self::Result {
+        let current = self.state.full_state().map_err(UpdateRefusal::Invalid)?;
+        let update = zedi_protocol::document::history::revert_update(
+            &current,
+            &msg.state,
+            self.config.limits,
+        )
+        .map_err(UpdateRefusal::Invalid)?;
+        tracing::info!(document = %self.name, by = %msg.author, bytes = update.len(), "restoring a version");
+        self.apply_from_api(Bytes::from(update), msg.author, ctx)
+    }
+}
+
 impl Handler<ApiUpdate> for DocumentActor {
     type Result = Result<oneshot::Receiver<bool>, UpdateRefusal>;
 
     fn handle(&mut self, msg: ApiUpdate, ctx: &mut Self::Context) -> Self::Result {
+        self.apply_from_api(msg.update, msg.author, ctx)
+    }
+}
+
+impl DocumentActor {
+    /// An update that came through the API: applied as a client's, acknowledged through
+    /// `api_acks` once durable.
+    fn apply_from_api(
+        &mut self,
+        update: Bytes,
+        author: Arc<str>,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<bool>, UpdateRefusal> {
         self.cancel_unload(ctx);
         self.announce_created(None);
         // Its own key, attached to nothing: what the ack waiter sends it goes to `api_acks`.
@@ -47,7 +103,7 @@ impl Handler<ApiUpdate> for DocumentActor {
             address: Arc::clone(&self.name),
         };
         let session = key.session;
-        let result = self.accept_update(key, msg.update, Some(msg.author), ctx);
+        let result = self.accept_update(key, update, Some(author), ctx);
         match result {
             Ok(()) => {
                 let (tx, rx) = oneshot::channel();

@@ -105,6 +105,7 @@ impl DocumentActor {
         if applied.store {
             let by = self.attachments.get(&key).and_then(|a| a.hook().cloned());
             self.document_changed(by, ctx);
+            self.note_activity(ctx);
         }
         let item = applied.store.then(|| {
             self.compaction.appended();

@@ -14,9 +14,10 @@ mod lifecycle;
 mod outbound;
 mod replication;
 mod resting;
+mod versions;
 mod webhooks;
 
-pub use api::{ApiUpdate, DELETED_REASON, DeleteDocument};
+pub use api::{ApiUpdate, CurrentState, DELETED_REASON, DeleteDocument, RestoreTo};
 pub use handlers::UpdateRefusal;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct DocumentActor {
     change_hook: super::change_hook::ChangeDebounce,
     /// The `create` webhook went out for this load.
     created_announced: bool,
+    /// Editing activity towards the next automatic version.
+    activity: versions::Activity,
     /// Updates from the document API waiting to be durable, by their key's session number.
     api_acks: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<bool>>,
 }
@@ -112,6 +115,7 @@ impl DocumentActor {
             api_acks: std::collections::HashMap::new(),
             change_hook: super::change_hook::ChangeDebounce::new(debounce),
             created_announced: false,
+            activity: versions::Activity::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod apply;
 pub mod export;
+pub mod history;
 mod rest;
 #[cfg(test)]
 mod tests;
