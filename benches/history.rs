@@ -66,11 +66,11 @@ async fn fill(
             .collect();
         store.append(&batch).await.expect("append");
         let done = (i + 1) * BATCH;
-        if done % COMPACT_EVERY == 0 {
+        if done.is_multiple_of(COMPACT_EVERY) {
             let fence = store.next_fence("bench").await.expect("fence");
             store.compact("bench", fence).await.expect("compact");
         }
-        if done % 10_000 == 0 {
+        if done.is_multiple_of(10_000) {
             sizes.push(disk_bytes(dir));
         }
         if done == KEYSTROKES / 10 || done == KEYSTROKES / 2 || done == KEYSTROKES {
