@@ -363,3 +363,34 @@ fn a_restore_on_one_node_reaches_editors_on_another() {
     on_b.wait_text("the restore, on the other node", |t| t == "first");
     on_a.wait_text("the restore", |t| t == "first");
 }
+
+#[test]
+fn automatic_versions_follow_editing_activity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start(
+        dir.path(),
+        &history_env(&[("ZEDI__HISTORY__AUTO_VERSION_MS", "300".into())]),
+    );
+    let mut alice = Editor::open(&daemon, "typed", "alice");
+    let versions = || get_json(daemon.port, "/api/documents/typed/versions", READER);
+    alice.write(1, "x");
+    // One edit is no activity yet: no version.
+    assert_eq!(versions()["versions"].as_array().map(Vec::len), Some(0));
+    // Edits 100 ms apart: a version once 300 ms of editing have gathered (bounded).
+    let mut edits = 1;
+    while versions()["versions"].as_array().is_none_or(Vec::is_empty) {
+        assert!(edits < 60, "no automatic version after {edits} edits");
+        std::thread::sleep(Duration::from_millis(100));
+        edits += 1;
+        alice.write(edits, "x");
+    }
+    let listed = versions();
+    let auto = &listed["versions"][0];
+    assert_eq!(auto["auto"], true);
+    assert_eq!(auto["name"], "auto");
+    let id = auto["id"].as_str().expect("an id");
+    let (status, text) = text_at(daemon.port, "typed", &format!("version={id}"));
+    assert_eq!(status, 200);
+    // At least the two edits whose gap was the first activity.
+    assert!(text.len() >= 2 && text.chars().all(|c| c == 'x'), "{text}");
+}
