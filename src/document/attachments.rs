@@ -55,7 +55,7 @@ impl Attachment {
     pub(super) fn new(session: SessionHandle, read_only: bool, meter: Arc<SocketMeter>) -> Self {
         Attachment {
             hook: None,
-            author: Arc::from("anonymous"),
+            author: crate::store::anonymous(),
             session,
             read_only,
             meter,

@@ -274,7 +274,7 @@ impl SessionActor {
             .as_deref()
             .and_then(|c| c.get("sub"))
             .and_then(|s| s.as_str())
-            .map_or_else(|| Arc::from("anonymous"), Arc::from);
+            .map_or_else(crate::store::anonymous, Arc::from);
         self.hook_granted(&address, decision.claims);
         self.docs
             .insert(Arc::clone(&address), Slot::Joining { queue, grant });

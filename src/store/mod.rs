@@ -63,6 +63,13 @@ pub struct AppendItem {
     pub author: std::sync::Arc<str>,
 }
 
+/// The author of updates from connections without a token subject: one shared allocation, not
+/// one per connection.
+pub fn anonymous() -> std::sync::Arc<str> {
+    static ANONYMOUS: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+    std::sync::Arc::clone(ANONYMOUS.get_or_init(|| std::sync::Arc::from("anonymous")))
+}
+
 /// What history keeps (`[history]`): with a retention, compaction keeps the updates it folds
 /// (marked folded) and prunes those older than the retention into the document's history base;
 /// without one, folded updates are deleted and there is no history.

@@ -112,7 +112,7 @@ impl DocumentActor {
             AppendItem {
                 name: Arc::clone(&self.name),
                 update,
-                author: author.unwrap_or_else(|| Arc::from("anonymous")),
+                author: author.unwrap_or_else(crate::store::anonymous),
             }
         });
         if self.acks.push(key, reservation.submit(item), relay) {
