@@ -24,6 +24,10 @@ use crate::document::{CurrentState, RestoreTo};
 use crate::store::{HistoryPoint, HistoryRow, Version, VersionInfo};
 use zedi_protocol::document::history::update_counts;
 
+/// Most updates one activity answer reads (each is decoded and counted): the rest is a next
+/// page (`next_from`).
+const MAX_ACTIVITY_ROWS: usize = 50_000;
+
 fn store_error(e: crate::store::StoreError) -> ApiError {
     error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
 }
@@ -392,13 +396,18 @@ pub(super) async fn activity(
         let rows = state
             .persistence
             .store()
-            .history_range(&name, from, to)
+            .history_range(&name, from, to, MAX_ACTIVITY_ROWS)
             .await
             .map_err(store_error)?;
+        // Cut at the limit: the next page starts after the last instant read.
+        let next_from = (rows.len() == MAX_ACTIVITY_ROWS)
+            .then(|| rows.last().map(|r| rfc3339_ms(r.at_ms + 1)))
+            .flatten();
         let entries = web::block(move || group(&rows, gap))
             .await
             .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "activity failed"))?;
-        Ok(HttpResponse::Ok().json(serde_json::json!({ "activity": entries })))
+        Ok(HttpResponse::Ok()
+            .json(serde_json::json!({ "activity": entries, "next_from": next_from })))
     }
     .await;
     outcome.finish(&state, response.unwrap_or_else(ApiError::into_response))

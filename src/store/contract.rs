@@ -113,9 +113,12 @@ pub async fn run_history(store: &dyn Store, retention: std::time::Duration) {
         "A",
         "still there after compaction"
     );
-    let range = store.history_range(doc, 0, between).await.unwrap();
+    let range = store.history_range(doc, 0, between, 10).await.unwrap();
     assert_eq!(range.len(), 1);
     assert_eq!(range[0].author, "alice");
+    let first = store.history_range(doc, 0, i64::MAX, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "at most the limit, oldest first");
+    assert_eq!(first[0].author, "alice");
 
     // Versions: newest first, by id, paged.
     let old_version = version(

@@ -175,12 +175,14 @@ impl Store for MemoryStore {
         name: &str,
         from_ms: i64,
         to_ms: i64,
+        limit: usize,
     ) -> Result<Vec<HistoryRow>, StoreError> {
         let docs = self.docs.lock();
         Ok(docs.get(name).map_or_else(Vec::new, |e| {
             e.rows
                 .iter()
                 .filter(|r| r.at_ms >= from_ms && r.at_ms <= to_ms)
+                .take(limit)
                 .cloned()
                 .collect()
         }))

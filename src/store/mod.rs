@@ -213,12 +213,14 @@ pub trait Store: Send + Sync + 'static {
     /// gone: the base is the snapshot (as of its last compaction) and the rows are the log.
     async fn history(&self, name: &str, until: HistoryPoint) -> Result<History, StoreError>;
 
-    /// Updates acknowledged in `[from_ms, to_ms]`, oldest first (for attribution).
+    /// Updates acknowledged in `[from_ms, to_ms]`, oldest first, at most `limit` (for
+    /// attribution: a month of typing is millions of rows, more than one answer should hold).
     async fn history_range(
         &self,
         name: &str,
         from_ms: i64,
         to_ms: i64,
+        limit: usize,
     ) -> Result<Vec<HistoryRow>, StoreError>;
 
     /// Stores a version (its id is unique per document).

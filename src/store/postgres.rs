@@ -555,9 +555,10 @@ impl Store for PgStore {
         name: &str,
         from_ms: i64,
         to_ms: i64,
+        limit: usize,
     ) -> Result<Vec<HistoryRow>, StoreError> {
         let client = self.client().await?;
-        history::range(&client, name, from_ms, to_ms).await
+        history::range(&client, name, from_ms, to_ms, limit).await
     }
 
     async fn put_version(&self, name: &str, version: &Version) -> Result<(), StoreError> {

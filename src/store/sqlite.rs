@@ -322,9 +322,10 @@ impl Store for SqliteStore {
         name: &str,
         from_ms: i64,
         to_ms: i64,
+        limit: usize,
     ) -> Result<Vec<HistoryRow>, StoreError> {
         let name = name.to_string();
-        self.with_conn(move |conn| history::range(conn, &name, from_ms, to_ms))
+        self.with_conn(move |conn| history::range(conn, &name, from_ms, to_ms, limit))
             .await
     }
 

@@ -21,7 +21,14 @@ impl RequestInfo {
         query: Option<&str>,
     ) -> Self {
         let mut by_name: Map<String, Value> = Map::new();
+        // Kept for the life of the connection: a client sending kilobytes of headers must not
+        // make every idle socket hold them. Past the bound the rest is left out.
+        let mut kept = 0;
         for (name, value) in headers {
+            kept += name.len() + value.len();
+            if kept > MAX_KEPT_BYTES {
+                break;
+            }
             let name = name.to_ascii_lowercase();
             let joined = match by_name.get(&name).and_then(Value::as_str) {
                 Some(earlier) => format!("{earlier}, {value}"),
@@ -30,11 +37,9 @@ impl RequestInfo {
             by_name.insert(name, Value::String(joined));
         }
         let mut parameters = Map::new();
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
+        let query = query.unwrap_or_default();
+        let query = &query[..floor_boundary(query, MAX_KEPT_BYTES)];
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let decode = |text: &str| {
                 crate::protocol::ywebsocket::percent_decode(&text.replace('+', " "))
@@ -47,6 +52,17 @@ impl RequestInfo {
             parameters: Value::Object(parameters),
         }
     }
+}
+
+/// Most bytes of headers (and, apart, of query string) a connection keeps for its webhooks.
+const MAX_KEPT_BYTES: usize = 4 * 1024;
+
+fn floor_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// One connection's view of one document: its request and what its token said (the claims;
@@ -133,5 +149,18 @@ mod tests {
             json!({"documentName": "d", "requestHeaders": {}, "requestParameters": {}, "context": {}})
         );
         assert!(connect_payload("d", Some(&hook)).get("context").is_none());
+    }
+
+    #[test]
+    fn a_connection_keeps_a_bounded_part_of_its_request() {
+        let big = "v".repeat(3 * 1024);
+        let query = format!("a={}", "q".repeat(10 * 1024));
+        let info = RequestInfo::new(
+            [("x-one", big.as_str()), ("x-two", big.as_str())],
+            Some(&query),
+        );
+        let headers = info.headers.as_object().unwrap();
+        assert!(headers.contains_key("x-one") && !headers.contains_key("x-two"));
+        assert!(info.parameters["a"].as_str().unwrap().len() < 4 * 1024);
     }
 }

@@ -105,14 +105,15 @@ pub(super) async fn range(
     name: &str,
     from_ms: i64,
     to_ms: i64,
+    limit: usize,
 ) -> Result<Vec<HistoryRow>, StoreError> {
     Ok(client
         .query(
             &format!(
                 "SELECT seq, {AT_MS}, author, data FROM zedi_updates
-                  WHERE name = $1 AND {AT_MS} >= $2 AND {AT_MS} <= $3 ORDER BY seq"
+                  WHERE name = $1 AND {AT_MS} >= $2 AND {AT_MS} <= $3 ORDER BY seq LIMIT $4"
             ),
-            &[&name, &from_ms, &to_ms],
+            &[&name, &from_ms, &to_ms, &(limit as i64)],
         )
         .await
         .map_err(backend)?

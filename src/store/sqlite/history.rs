@@ -104,14 +104,15 @@ pub(super) fn range(
     name: &str,
     from_ms: i64,
     to_ms: i64,
+    limit: usize,
 ) -> Result<Vec<HistoryRow>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, created_at, author, data FROM updates
-              WHERE name = ?1 AND created_at >= ?2 AND created_at <= ?3 ORDER BY seq",
+              WHERE name = ?1 AND created_at >= ?2 AND created_at <= ?3 ORDER BY seq LIMIT ?4",
         )
         .map_err(backend)?;
-    stmt.query_map(params![name, from_ms, to_ms], row)
+    stmt.query_map(params![name, from_ms, to_ms, limit as i64], row)
         .map_err(backend)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(backend)
