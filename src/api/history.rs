@@ -32,11 +32,7 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
     error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::store::now_ms;
 
 /// What rebuilds the document for a read: now, at a version, or at an instant.
 pub(super) async fn entries(

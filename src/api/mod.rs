@@ -18,7 +18,7 @@
 mod history;
 mod keys;
 pub mod settings;
-mod time;
+pub mod time;
 
 pub use settings::{ApiKey, ApiSettings, KeyAccess};
 

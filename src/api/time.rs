@@ -15,7 +15,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `2026-12-02T15:04:05.123Z`.
-pub(super) fn rfc3339_ms(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
     let (h, m, s, milli) = (
@@ -40,7 +40,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// Parses an RFC 3339 instant (`2026-12-02T15:04:05Z`, fractions of a second and `±hh:mm`
 /// offsets allowed) to ms since the epoch; `None` when it is not one.
-pub(super) fn parse_rfc3339(text: &str) -> Option<i64> {
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = text.get(range)?;

@@ -28,11 +28,7 @@ struct Entry {
     versions: Vec<Version>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use super::now_ms;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {

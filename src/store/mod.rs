@@ -63,6 +63,13 @@ pub struct AppendItem {
     pub author: std::sync::Arc<str>,
 }
 
+/// Wall-clock ms since the Unix epoch: the instants stores record and history is read by.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The author of updates from connections without a token subject: one shared allocation, not
 /// one per connection.
 pub fn anonymous() -> std::sync::Arc<str> {

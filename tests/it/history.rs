@@ -5,7 +5,7 @@
 use crate::common;
 use crate::document_api::{KEYS, READER, WRITER, get_json, request, text_of};
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::pg::PgCluster;
 use common::redis::RedisServer;
@@ -24,32 +24,9 @@ fn token(sub: &str) -> String {
     .expect("a token")
 }
 
-/// `2026-12-02T15:04:05.123Z` for now.
+/// `2026-12-02T15:04:05.123Z` for now, as the API writes instants.
 fn now_rfc3339() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64;
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    // Civil date from days (Hinnant), as the daemon does.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let in_day = secs.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3600,
-        in_day / 60 % 60,
-        in_day % 60,
-        ms.rem_euclid(1000)
-    )
+    zedi_sync::api::time::rfc3339_ms(zedi_sync::store::now_ms())
 }
 
 /// An editor whose content is tracked: what it loaded, sent and was sent.
